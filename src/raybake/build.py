@@ -1,0 +1,154 @@
+"""Executing build plans: exists-check, build, verify, tag, push.
+
+The thin layer between pure planning (raybake.plan, raybake.dockerfile) and
+the engine (raybake.tools.docker). A bad or interrupted build never receives
+the lock-hash tag: the image is built to an untagged archive, loaded by ID,
+verified, and only then tagged and pushed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from raybake import locks
+from raybake.dockerfile import render
+from raybake.errors import RaybakeError
+from raybake.plan import BuildPlan, plan_build
+from raybake.project import Project, load_project
+from raybake.spec import ImageSpec, load_specs, select
+from raybake.tools import docker
+from raybake.tools.uv import lock_check, uv_bin, uv_version
+
+BuildStatus = str  # "built", "up to date", "pushed"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    reference: str
+    status: BuildStatus
+    image_id: str | None
+    digest_reference: str | None  # repository@sha256:..., when pushed
+    size: int | None
+    seconds: float
+
+
+class Reporter:
+    """Where progress goes. The default says nothing; the CLI prints."""
+
+    def step(self, message: str) -> None: ...
+
+    def build_line(self, line: str) -> None: ...
+
+
+def is_registry_repository(repository: str) -> bool:
+    """True when the repository names a registry host (``host[:port]/...``)."""
+    first, _, rest = repository.partition("/")
+    return bool(rest) and ("." in first or ":" in first or first == "localhost")
+
+
+def plans_for(project: Project, names: tuple[str, ...], *, all_specs: bool = False,
+              environ: Mapping[str, str] | None = None) -> tuple[BuildPlan, ...]:
+    specs = load_specs(project, os.environ if environ is None else environ)
+    chosen = specs if all_specs else select(specs, names)
+    return tuple(plan_build(project, s, uv_version=uv_version()) for s in chosen)
+
+
+def decide(plan: BuildPlan, *, push: bool, force: bool) -> str:
+    """What a build of ``plan`` must do: "skip", "push" (already built here) or "build".
+
+    Without --push the local store answers first, then a registry named in the
+    repository; with --push only the registry counts. A registry that cannot be
+    asked raises RegistryError: never "assume it exists"."""
+    if force:
+        return "build"
+    local = docker.local_image_id(plan.reference) is not None
+    if push:
+        if docker.registry_has(plan.reference):
+            return "skip"
+        return "push" if local else "build"
+    if local or (is_registry_repository(plan.spec.repository) and docker.registry_has(plan.reference)):
+        return "skip"
+    return "build"
+
+
+def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = False,
+          push: bool = False, force: bool = False, no_cache: bool = False, reporter: Reporter | None = None,
+          verify: Callable[[BuildPlan, str], None] | None = None) -> list[BuildResult]:
+    """Build (only when absent) every selected spec of the project at ``project_dir``."""
+    reporter = reporter or Reporter()
+    project = load_project(project_dir)
+    lock_check(project)
+    plans = plans_for(project, names, all_specs=all_specs)
+    return [build_plan(project, plan, push=push, force=force, no_cache=no_cache, reporter=reporter,
+                       verify=verify)
+            for plan in plans]
+
+
+def build_plan(project: Project, plan: BuildPlan, *, push: bool = False, force: bool = False,
+               no_cache: bool = False, reporter: Reporter, verify: Callable[[BuildPlan, str], None] | None = None) -> BuildResult:
+    start = time.monotonic()
+    action = decide(plan, push=push, force=force)
+    if action == "skip":
+        return BuildResult(plan.reference, "up to date", None, None, None, time.monotonic() - start)
+    # One build per reference at a time, across processes; a waiter then finds it done.
+    with locks.build_lock(plan.reference, on_wait=lambda s: reporter.step(
+            f"waiting for another raybake that is building {plan.reference} ({s:.0f} s)")):
+        if not force:
+            action = decide(plan, push=push, force=False)
+        if action == "skip":
+            return BuildResult(plan.reference, "up to date", None, None, None, time.monotonic() - start)
+        if action == "build":
+            reporter.step(f"building {plan.reference}")
+            image_id = _build_image(plan, reporter, no_cache=no_cache)
+            if verify is not None:
+                reporter.step(f"verifying the environment of {plan.reference}")
+                verify(plan, image_id)
+            docker.tag(image_id, plan.reference)
+        else:
+            image_id = docker.local_image_id(plan.reference)
+        digest_ref = None
+        if push:
+            reporter.step(f"pushing {plan.reference}")
+            digest_ref = docker.push(plan.reference)
+    status = {"build": "built and pushed" if push else "built", "push": "pushed"}[action]
+    return BuildResult(plan.reference, status, image_id, digest_ref,
+                       docker.image_size(plan.reference), time.monotonic() - start)
+
+
+def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
+    """Build into an untagged image; return its ID. Temporary files never outlive the call."""
+    with tempfile.TemporaryDirectory(prefix="raybake-build-") as tmp:
+        tmpdir = Path(tmp)
+        context = tmpdir / "context"
+        for f in plan.context_files:
+            dest = context / f.target
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f.source, dest)
+        uv_ctx = tmpdir / "uv"
+        uv_ctx.mkdir()
+        shutil.copy2(uv_bin(), uv_ctx / "uv")
+        dockerfile = tmpdir / "Dockerfile"
+        dockerfile.write_text(render(plan), encoding="utf-8")
+        archive = tmpdir / "image.oci.tar"
+        docker.build_oci(docker.BuildRequest(
+            context=context,
+            dockerfile=dockerfile,
+            build_contexts={"uv": uv_ctx},
+            build_args=dict(plan.build_args),
+            secrets=tuple(s.cli_value() for s in plan.secrets),
+            network=plan.spec.network,
+            platform=plan.spec.platform,
+            oci_dest=archive,
+            cache=not no_cache,
+        ), on_line=reporter.build_line)
+        reporter.step("loading the image into the local store")
+        return docker.load_archive(archive)
+
+
+__all__ = ["BuildResult", "Reporter", "RaybakeError", "build", "build_plan", "plans_for",
+           "is_registry_repository", "ImageSpec"]

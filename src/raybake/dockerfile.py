@@ -1,0 +1,51 @@
+"""render(): BuildPlan -> Dockerfile text. No side effects.
+
+Layers go from stable to volatile: Dockerfile.base (OS, Python, uv, venv),
+apt packages, environment variables, the dependency layers, labels."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from raybake.plan import CA_SECRET, PROJECT_DIR, BuildPlan, SyncLayer, base_dockerfile
+
+UV_CACHE = "/root/.cache/uv"
+
+
+def render(plan: BuildPlan) -> str:
+    parts = [base_dockerfile().rstrip("\n"), "", "# ---- raybake: generated from the image spec below this line ----"]
+    if plan.apt_packages:
+        parts.append(_apt_layer(plan.apt_packages))
+    if plan.env:
+        parts.append("ENV " + " \\\n    ".join(f"{k}={json.dumps(v)}" for k, v in plan.env))
+    parts += [_sync_layer(plan, layer) for layer in plan.dep_layers]
+    parts.append("LABEL " + " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in plan.labels))
+    return "\n".join(parts) + "\n"
+
+
+def _apt_layer(packages: tuple[str, ...]) -> str:
+    return (
+        "RUN apt-get update \\\n"
+        " && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+        + " ".join(shlex.quote(p) for p in packages) + " \\\n"
+        # Logs and caches carry build timestamps: drop them for reproducible layers.
+        " && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/ldconfig/aux-cache"
+    )
+
+
+def _sync_layer(plan: BuildPlan, layer: SyncLayer) -> str:
+    mounts = [f"--mount=type=cache,target={UV_CACHE},id=raybake-uv-cache"]
+    mounts += [f"--mount=type=bind,source={f},target={PROJECT_DIR}/{f}" for f in plan.bind_files]
+    # Secrets are mounted as files for this step only; they never reach a layer.
+    # The CA mount is always there (optional), so the Dockerfile, and so the
+    # image, do not depend on whether this machine needs a proxy CA.
+    mounts.append(f"--mount=type=secret,id={CA_SECRET},required=false")
+    mounts += [f"--mount=type=secret,id={name},required=false" for name in plan.index_secrets]
+    script = [f"if [ -s /run/secrets/{CA_SECRET} ]; then export SSL_CERT_FILE=/run/secrets/{CA_SECRET}; fi"]
+    script += [f'if [ -e /run/secrets/{n} ]; then export {n}="$(cat /run/secrets/{n})"; fi'
+               for n in plan.index_secrets]
+    # SOURCE_DATE_EPOCH makes uv's bytecode hash-based: the layer is reproducible.
+    script.append(f"cd {PROJECT_DIR} && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH uv sync "
+                  + " ".join(shlex.quote(a) for a in layer.uv_args))
+    return "RUN " + " \\\n    ".join(mounts) + " \\\n    " + " \\\n && ".join(script)

@@ -1,0 +1,73 @@
+"""One exception hierarchy. Every error says what went wrong and how to fix it.
+
+Only the CLI turns these into exit codes (see ``raybake.cli``)."""
+
+from __future__ import annotations
+
+
+class RaybakeError(Exception):
+    """Base of every error raybake reports to a user."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return self.message if not self.fix else f"{self.message}\nFix: {self.fix}"
+
+
+class ProjectError(RaybakeError):
+    """The uv project is missing, unreadable or inconsistent (pyproject.toml, uv.lock)."""
+
+
+class LockOutOfDate(ProjectError):
+    """uv.lock does not match pyproject.toml."""
+
+
+class SpecError(RaybakeError):
+    """An image spec (images/*.yaml or [tool.raybake]) is invalid."""
+
+
+class ToolError(RaybakeError):
+    """An outside tool (uv, git, ...) failed or is missing."""
+
+
+class EngineError(RaybakeError):
+    """The Docker daemon or buildx cannot be used."""
+
+
+class BuildError(RaybakeError):
+    """A build ran and failed."""
+
+
+class RegistryError(RaybakeError):
+    """The registry cannot be reached or refused us: existence cannot be told."""
+
+
+class VerificationFailed(RaybakeError):
+    """A built image's environment does not match the lock."""
+
+    exit_code = 1
+
+
+class StageError(RaybakeError):
+    """The working_dir tree cannot be staged (size cap, symlink leaving the tree)."""
+
+
+class JobFailed(RaybakeError):
+    """A submitted Ray job did not succeed."""
+
+    exit_code = 1
+
+
+class StaleError(RaybakeError):
+    """A check found something stale (the pin)."""
+
+    exit_code = 1
+
+
+class Interrupted(RaybakeError):
+    exit_code = 130

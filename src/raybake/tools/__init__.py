@@ -1,0 +1,1 @@
+"""One module per outside tool; nothing outside ``raybake.tools`` starts a process."""

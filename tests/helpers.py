@@ -1,0 +1,26 @@
+"""Helpers for tests: run the real raybake and docker commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def raybake(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run the real `raybake` console script."""
+    exe = Path(sys.executable).parent / "raybake"
+    proc = subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"raybake {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed:\n{proc.stderr}")
+    return proc

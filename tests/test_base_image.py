@@ -1,0 +1,36 @@
+"""Dockerfile.base builds on the real engine and gives Python, uv and pip."""
+
+import pytest
+
+from raybake.plan import template_digest  # noqa: F401 (the packaged template is the repo's file)
+from raybake.tools import docker as engine_docker
+from raybake.tools.docker import BuildRequest, build_oci, load_archive
+from raybake.tools.uv import uv_bin, uv_version
+from conftest import REPO
+
+pytestmark = pytest.mark.engine
+
+
+def test_dockerfile_base_builds_and_runs(engine, tmp_path):
+    uv_dir = tmp_path / "uv"
+    uv_dir.mkdir()
+    (uv_dir / "uv").write_bytes(uv_bin().read_bytes())
+    (uv_dir / "uv").chmod(0o755)
+    context = tmp_path / "ctx"
+    context.mkdir()
+    lines: list[str] = []
+    build_oci(BuildRequest(
+        context=context, dockerfile=REPO / "Dockerfile.base", build_contexts={"uv": uv_dir},
+        build_args={"BASE_IMAGE": engine.base_image, "PYTHON_VERSION": "3.11"}, secrets=(),
+        network="host", platform="linux/amd64", oci_dest=tmp_path / "base.tar"), on_line=lines.append)
+    image = load_archive(tmp_path / "base.tar")
+    try:
+        assert engine_docker.run_container(image, ["python", "-c", "import sys; print(sys.prefix)"]) \
+            == (0, "/opt/venv", "")
+        code, out, _ = engine_docker.run_container(image, ["uv", "--version"])
+        assert code == 0 and out.startswith(f"uv {uv_version()}")
+        code, out, _ = engine_docker.run_container(
+            image, ["sh", "-c", "python -c 'import pip' && echo $RAY_ENABLE_UV_RUN_RUNTIME_ENV $UV_PROJECT_ENVIRONMENT"])
+        assert (code, out.strip()) == (0, "0 /opt/venv")
+    finally:
+        engine_docker.untag(image)

@@ -1,0 +1,33 @@
+import re
+
+from helpers import raybake
+
+
+def test_help_lists_the_commands():
+    out = raybake("--help").stdout
+    for verb in ("build", "tag", "dockerfile"):
+        assert re.search(rf"^\s+{verb}\s", out, re.M), verb
+
+
+def test_version():
+    assert re.match(r"raybake, version \d+\.\d+", raybake("--version").stdout)
+
+
+def test_tag_prints_the_reference_without_a_daemon(copy_fixture):
+    root = copy_fixture("small")
+    # DOCKER_HOST pointing nowhere proves no daemon is asked.
+    proc = raybake("tag", "-C", str(root), env={"PATH": "/usr/bin:/bin", "DOCKER_HOST": "unix:///nonexistent"})
+    assert re.fullmatch(r"small:default-[0-9a-f]{16}\n", proc.stdout)
+
+
+def test_errors_are_one_paragraph_with_a_fix_and_no_traceback(tmp_path):
+    proc = raybake("build", "-C", str(tmp_path), check=False)
+    assert proc.returncode == 2
+    assert "error: no pyproject.toml" in proc.stderr
+    assert "fix:" in proc.stderr and "uv init" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_dockerfile_command_prints_the_generated_file(copy_fixture):
+    out = raybake("dockerfile", "-C", str(copy_fixture("small"))).stdout
+    assert out.startswith("# raybake base image") and "uv sync --frozen --no-install-project" in out

@@ -1,0 +1,63 @@
+"""Golden Dockerfiles. Regenerate with RAYBAKE_UPDATE_GOLDEN=1 after a deliberate change
+(and bump plan.TEMPLATE_VERSION: the template is part of the tag)."""
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from raybake.dockerfile import render
+from raybake.plan import plan_build
+from raybake.project import load_project
+from raybake.spec import load_specs
+
+GOLDEN = Path(__file__).parent / "golden"
+CASES = {
+    "small-default": ("small", None),
+    "small-full": ("small", "extras: [table]\ndev: true\napt_packages: [git, curl]\n"
+                            "env:\n  OMP_NUM_THREADS: \"1\"\nindex_secrets: [UV_INDEX_CORP_PASSWORD]\n"),
+    "workspace": ("workspace", None),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_golden_dockerfile(copy_fixture, case):
+    fixture, spec_yaml = CASES[case]
+    root = copy_fixture(fixture)
+    if spec_yaml:
+        (root / "images").mkdir()
+        (root / "images/default.yaml").write_text(spec_yaml)
+    project = load_project(root)
+    (spec,) = load_specs(project, {"SSL_CERT_FILE": ""})
+    text = render(plan_build(project, spec, uv_version="0.0.0"))
+    # The hash label varies with the host platform; the golden keeps its shape.
+    text = re.sub(r'(input-hash=)"[0-9a-f]{64}"', r'\1"<hash>"', text)
+    text = re.sub(r'(dev\.raybake\.version=)"[^"]+"', r'\1"<version>"', text)
+    golden = GOLDEN / f"{case}.Dockerfile"
+    if os.environ.get("RAYBAKE_UPDATE_GOLDEN"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_dependencies_never_install_the_project(copy_fixture):
+    for fixture in ("small", "workspace"):
+        project = load_project(copy_fixture(fixture))
+        (spec,) = load_specs(project, {})
+        text = render(plan_build(project, spec, uv_version="0.0.0"))
+        assert "uv sync --frozen --no-install-project" in text
+        assert "COPY . " not in text and "ADD " not in text
+        assert ("--no-install-workspace" in text) == (fixture == "workspace")
+    # Members' pyproject.toml files are bound in, never their source.
+    assert "source=libs/liba/pyproject.toml" in text and "libs/liba/src" not in text
+
+
+def test_layers_go_from_stable_to_volatile(copy_fixture):
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    (root / "images/default.yaml").write_text("apt_packages: [git]\nenv:\n  A: b\n")
+    project = load_project(root)
+    (spec,) = load_specs(project, {})
+    text = render(plan_build(project, spec, uv_version="0.0.0"))
+    order = [text.index(s) for s in ("FROM ${BASE_IMAGE}", "apt-get install", 'ENV A="b"', "uv sync", "LABEL ")]
+    assert order == sorted(order)

@@ -1,0 +1,176 @@
+"""What the input hash covers: table-driven, both directions."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from raybake.hashing import canonical_bytes, strip_credentials
+from raybake.plan import plan_build
+from raybake.project import load_project
+from raybake.spec import load_specs
+
+
+def reference(root: Path, env: dict[str, str] | None = None, uv_version: str = "0.0.1") -> str:
+    project = load_project(root)
+    (spec,) = load_specs(project, env or {})
+    return plan_build(project, spec, uv_version=uv_version).reference
+
+
+def edit(rel: str, old: str, new: str):
+    def apply(root: Path) -> None:
+        p = root / rel
+        text = p.read_text()
+        assert old in text, f"{old!r} not in {rel}"
+        p.write_text(text.replace(old, new, 1))
+    return apply
+
+
+def append(rel: str, text: str):
+    def apply(root: Path) -> None:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text((p.read_text() if p.exists() else "") + text)
+    return apply
+
+
+UNCHANGED = {
+    "source file": append("src/small/__init__.py", "\nX = 1\n"),
+    "new source file": append("src/small/extra.py", "Y = 2\n"),
+    "README": append("README.md", "# hello\n"),
+    "tests": append("tests/test_x.py", "def test(): pass\n"),
+    "[tool.ruff]": edit("pyproject.toml", "line-length = 100", "line-length = 88"),
+    "[project].description": edit("pyproject.toml", "a tiny uv project", "a small uv project"),
+    "[project].version": edit("pyproject.toml", 'version = "0.1.0"', 'version = "0.2.0"'),
+    "[project.scripts]": edit("pyproject.toml", 'small = "small:main"', 'small2 = "small:main"'),
+    "new unrelated table": append("pyproject.toml", "\n[tool.black]\nline-length = 90\n"),
+    "lock-adjacent file": append(".gitignore", ".venv\n"),
+}
+
+CHANGED = {
+    "uv.lock bytes": append("uv.lock", "\n"),
+    "dependencies": edit("pyproject.toml", 'dependencies = ["six==1.17.0"]', 'dependencies = ["six>=1.16"]'),
+    "optional dependencies": edit("pyproject.toml", 'table = ["tabulate==0.9.0"]', 'table = ["tabulate"]'),
+    "dependency groups": edit("pyproject.toml", 'dev = ["iniconfig==2.0.0"]', 'dev = ["iniconfig"]'),
+    "requires-python": edit("pyproject.toml", 'requires-python = ">=3.11"', 'requires-python = ">=3.11,<4"'),
+    "[tool.uv] index URL": append("pyproject.toml", '\n[[tool.uv.index]]\nname = "corp"\nurl = "https://pypi.corp/simple"\n'),
+}
+
+
+@pytest.mark.parametrize("change", UNCHANGED.values(), ids=UNCHANGED.keys())
+def test_tag_does_not_change(copy_fixture, change):
+    root = copy_fixture("small")
+    before = reference(root)
+    change(root)
+    assert reference(root) == before
+
+
+@pytest.mark.parametrize("change", CHANGED.values(), ids=CHANGED.keys())
+def test_tag_changes_with_project_inputs(copy_fixture, change):
+    root = copy_fixture("small")
+    before = reference(root)
+    change(root)
+    assert reference(root) != before
+
+
+SPEC_CHANGES = {
+    "groups": "groups: [dev]\n",
+    "extras": "extras: [table]\n",
+    "dev": "dev: true\n",
+    "base_image": "base_image: python:3.11-slim-trixie\n",
+    "python": 'python: "3.12"\n',
+    "platform": "platform: linux/arm64\n",
+    "apt_packages": "apt_packages: [git]\n",
+    "env": "env:\n  A: b\n",
+}
+SPEC_NEUTRAL = {
+    "repository": "repository: other/name\n",
+    "network": "network: host\n",
+    "ca_bundle": "ca_bundle: ca.pem\n",
+    "index_secrets": "index_secrets: [UV_INDEX_CORP_PASSWORD]\n",
+    "import_skip": "import_skip: [six]\n",
+}
+
+
+def tag_of(ref: str) -> str:
+    return ref.rsplit(":", 1)[1]
+
+
+@pytest.mark.parametrize("line", SPEC_CHANGES.values(), ids=SPEC_CHANGES.keys())
+def test_tag_changes_with_spec_fields(copy_fixture, line):
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    (root / "images/default.yaml").write_text("")
+    before = reference(root)
+    (root / "images/default.yaml").write_text(line)
+    assert tag_of(reference(root)) != tag_of(before)
+
+
+@pytest.mark.parametrize("line", SPEC_NEUTRAL.values(), ids=SPEC_NEUTRAL.keys())
+def test_tag_ignores_where_and_how_it_is_built(copy_fixture, line):
+    root = copy_fixture("small")
+    (root / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (root / "images").mkdir()
+    (root / "images/default.yaml").write_text("")
+    before = reference(root)
+    (root / "images/default.yaml").write_text(line)
+    assert tag_of(reference(root)) == tag_of(before)
+
+
+def test_uv_version_and_member_pyprojects_are_hashed(copy_fixture):
+    root = copy_fixture("workspace")
+    before = reference(root)
+    assert reference(root, uv_version="0.0.2") != before
+    edit("libs/liba/pyproject.toml", "six==1.17.0", "six>=1.17")(root)
+    assert reference(root) != before
+
+
+def test_tag_shape_and_credentials_are_not_hashed(copy_fixture):
+    root = copy_fixture("small")
+    ref = reference(root)
+    assert re.fullmatch(r"small:default-[0-9a-f]{16}", ref)
+    append("pyproject.toml", '\n[[tool.uv.index]]\nname = "corp"\nurl = "https://user:tok1@pypi.corp/simple"\n')(root)
+    with_token = reference(root)
+    edit("pyproject.toml", "user:tok1@", "user:tok2@")(root)
+    assert reference(root) == with_token
+    assert strip_credentials({"u": ["https://a:b@h/x"]}) == {"u": ["https://h/x"]}
+
+
+def test_hash_is_the_same_in_a_fresh_process(copy_fixture):
+    root = copy_fixture("small")
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, %r); "
+            "from test_hashing import reference; print(reference(Path(%r)))") % (str(Path(__file__).parent), str(root))
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}).stdout.strip()
+            for seed in ("0", "1", "12345")}
+    assert outs == {reference(root)}
+
+
+names = st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,8}", fullmatch=True), min_size=1, max_size=5, unique=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(groups=names, extras=names, apt=names, data=st.data())
+def test_hash_is_independent_of_set_order(tmp_path_factory, groups, extras, apt, data):
+    """Spec files listing the same sets in any order (and with repeats) give one tag."""
+    root = tmp_path_factory.mktemp("order")
+    shutil.copytree(Path(__file__).parent / "fixtures" / "small", root, dirs_exist_ok=True)
+    (root / "images").mkdir()
+
+    def ref_for(g, e, a):
+        (root / "images/default.yaml").write_text(
+            yaml.safe_dump({"groups": g, "extras": e, "apt_packages": a}))
+        return reference(root)
+
+    shuffled = [data.draw(st.permutations(xs)) for xs in (groups, extras, apt)]
+    assert ref_for(groups, extras, apt) == ref_for(*shuffled) == ref_for(*(xs + xs[:1] for xs in shuffled))
+
+
+def test_canonical_bytes_sort_keys():
+    assert canonical_bytes({"b": 1, "a": [2]}) == b'{"a":[2],"b":1}'

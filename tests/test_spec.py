@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from raybake.errors import SpecError
+from raybake.project import load_project
+from raybake.spec import load_specs, select
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+
+
+def test_plain_project_has_one_default_spec(copy_fixture):
+    (spec,) = load_specs(load_project(copy_fixture("small")), {})
+    assert spec.name == "default"
+    assert spec.repository == "small"
+    assert spec.python == "3.11"
+    assert spec.base_image == "python:3.11-slim-bookworm"
+    assert spec.network == "default"
+    assert spec.groups == () and not spec.dev
+
+
+def test_images_dir_gives_one_spec_per_file_over_tool_raybake_defaults(copy_fixture):
+    root = copy_fixture("small")
+    with (root / "pyproject.toml").open("a") as f:
+        f.write('\n[tool.raybake]\nrepository = "acme/small"\napt_packages = ["git"]\n')
+    write(root, "images/cpu.yaml", "extras: [table]\n")
+    write(root, "images/gpu.yaml", "base_image: nvidia/cuda:12\napt_packages: [curl, git, curl]\n")
+    cpu, gpu = load_specs(load_project(root), {})
+    assert (cpu.name, cpu.repository, cpu.extras, cpu.apt_packages) == ("cpu", "acme/small", ("table",), ("git",))
+    assert (gpu.base_image, gpu.apt_packages) == ("nvidia/cuda:12", ("curl", "git"))
+    assert select((cpu, gpu), ["gpu"]) == (gpu,)
+    with pytest.raises(SpecError, match="several image specs"):
+        select((cpu, gpu), [])
+    with pytest.raises(SpecError, match="no image spec named tpu"):
+        select((cpu, gpu), ["tpu"])
+
+
+def test_environment_overrides_every_spec(copy_fixture):
+    root = copy_fixture("small")
+    write(root, "images/a.yaml", "repository: x/a\nnetwork: none\n")
+    write(root, "images/b.yaml", "base_image: b:1\n")
+    env = {"RAYBAKE_REPOSITORY": "127.0.0.1:5000/over", "RAYBAKE_BASE_IMAGE": "base:2",
+           "RAYBAKE_NETWORK": "host"}
+    for spec in load_specs(load_project(root), env):
+        assert (spec.repository, spec.base_image, spec.network) == ("127.0.0.1:5000/over", "base:2", "host")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "expected"),
+    [
+        ("python: \"3.11\"\nbase_imag: x\n", r"images/bad.yaml:2: unknown field 'base_imag'"),
+        ("apt_packages:\n  - git\n  - 3\n", r"images/bad.yaml:3: field 'apt_packages.1' must be a string"),
+        ("python: 3.10\n", r"images/bad.yaml:1: field 'python' must be a string, got 3.1"),
+        ("dev: maybe\n", r"images/bad.yaml:1: field 'dev' must be true or false"),
+        ("env:\n  A: 1\n", r"images/bad.yaml:2: field 'env.A' must be a string"),
+        ("groups: [a\nextras: []\n", r"images/bad.yaml:2:\d+: invalid YAML"),
+        ("- a\n- b\n", r"images/bad.yaml: a spec must be a mapping"),
+        ("network: bridge\n", r"network must be default, host or none"),
+        ("repository: Not Valid\n", r"is not a valid image repository"),
+        ("env:\n  1BAD: x\n", r"not a valid environment variable name"),
+    ],
+)
+def test_spec_errors_name_file_line_and_fix(copy_fixture, yaml_text, expected):
+    root = copy_fixture("small")
+    write(root, "images/bad.yaml", yaml_text)
+    with pytest.raises(SpecError, match=expected) as info:
+        load_specs(load_project(root), {})
+    assert info.value.fix
+
+
+def test_tool_raybake_errors_name_the_table(copy_fixture):
+    root = copy_fixture("small")
+    with (root / "pyproject.toml").open("a") as f:
+        f.write("\n[tool.raybake]\nflavour = 1\n")
+    with pytest.raises(SpecError, match=r"\[tool.raybake\]: unknown field 'flavour'"):
+        load_specs(load_project(root), {})
+
+
+def test_python_default_prefers_python_version_file(copy_fixture):
+    root = copy_fixture("small")
+    (root / ".python-version").write_text("3.12.4\n")
+    (spec,) = load_specs(load_project(root), {})
+    assert spec.python == "3.12"
