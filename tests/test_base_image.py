@@ -33,4 +33,4 @@ def test_dockerfile_base_builds_and_runs(engine, tmp_path):
             image, ["sh", "-c", "python -c 'import pip' && echo $RAY_ENABLE_UV_RUN_RUNTIME_ENV $UV_PROJECT_ENVIRONMENT"])
         assert (code, out.strip()) == (0, "0 /opt/venv")
     finally:
-        engine_docker.untag(image)
+        engine_docker.remove_image(image)

@@ -78,7 +78,7 @@ def decide(plan: BuildPlan, *, push: bool, force: bool) -> str:
 
 def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = False,
           push: bool = False, force: bool = False, no_cache: bool = False, reporter: Reporter | None = None,
-          verify: Callable[[BuildPlan, str], None] | None = None) -> list[BuildResult]:
+          verify: Callable[[Project, BuildPlan, str], None] | None = None) -> list[BuildResult]:
     """Build (only when absent) every selected spec of the project at ``project_dir``."""
     reporter = reporter or Reporter()
     project = load_project(project_dir)
@@ -90,7 +90,7 @@ def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = F
 
 
 def build_plan(project: Project, plan: BuildPlan, *, push: bool = False, force: bool = False,
-               no_cache: bool = False, reporter: Reporter, verify: Callable[[BuildPlan, str], None] | None = None) -> BuildResult:
+               no_cache: bool = False, reporter: Reporter, verify: Callable[[Project, BuildPlan, str], None] | None = None) -> BuildResult:
     start = time.monotonic()
     action = decide(plan, push=push, force=force)
     if action == "skip":
@@ -105,10 +105,14 @@ def build_plan(project: Project, plan: BuildPlan, *, push: bool = False, force: 
         if action == "build":
             reporter.step(f"building {plan.reference}")
             image_id = _build_image(plan, reporter, no_cache=no_cache)
-            if verify is not None:
-                reporter.step(f"verifying the environment of {plan.reference}")
-                verify(plan, image_id)
-            docker.tag(image_id, plan.reference)
+            try:
+                if verify is not None:
+                    reporter.step(f"verifying the environment of {plan.reference}")
+                    verify(project, plan, image_id)
+                docker.tag(image_id, plan.reference)
+            except BaseException:
+                docker.remove_image(image_id)  # never leave a rejected image behind
+                raise
         else:
             image_id = docker.local_image_id(plan.reference)
         digest_ref = None

@@ -87,12 +87,9 @@ def reference_for(spec: ImageSpec, input_hash: InputHash) -> str:
     return f"{spec.repository}:{spec.name}-{input_hash.short}"
 
 
-def uv_sync_args(project: Project, spec: ImageSpec) -> tuple[str, ...]:
-    args = ["--frozen", "--no-install-project"]
-    if project.members:
-        args.append("--no-install-workspace")
-    if not spec.dev:
-        args.append("--no-dev")
+def uv_selection_args(spec: ImageSpec) -> tuple[str, ...]:
+    """The groups and extras a spec selects, as uv flags (for sync and export alike)."""
+    args = [] if spec.dev else ["--no-dev"]
     args.append("--no-default-groups")
     for group in spec.groups:
         args += ["--group", group]
@@ -101,6 +98,13 @@ def uv_sync_args(project: Project, spec: ImageSpec) -> tuple[str, ...]:
     for extra in spec.extras:
         args += ["--extra", extra]
     return tuple(args)
+
+
+def uv_sync_args(project: Project, spec: ImageSpec) -> tuple[str, ...]:
+    args = ["--frozen", "--no-install-project"]
+    if project.members:
+        args.append("--no-install-workspace")
+    return (*args, *uv_selection_args(spec))
 
 
 def lock_version(lock_bytes: bytes) -> int | None:

@@ -184,7 +184,8 @@ def tag(image_id: str, reference: str) -> None:
     _call(_client().image.tag, image_id, reference)
 
 
-def untag(reference: str) -> None:
+def remove_image(reference: str) -> None:
+    """Remove a tag or an untagged image; best effort (it may be in use)."""
     try:
         _call(_client().image.remove, reference, force=False, prune=False)
     except _docker_exception():

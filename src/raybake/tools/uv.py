@@ -50,3 +50,12 @@ def lock_check(project: Project) -> None:
             fix=f"run `uv lock` in {project.root} and commit uv.lock")
     memo.parent.mkdir(parents=True, exist_ok=True)
     memo.touch()
+
+
+def export_requirements(project: Project, selection: tuple[str, ...]) -> str:
+    """The lock's selection as requirements.txt lines with markers (no network)."""
+    args = [uv_bin(), "export", "--frozen", "--no-emit-project", "--no-hashes", "--no-header",
+            "--no-annotate", "--format", "requirements-txt", "--no-progress"]
+    if project.members:
+        args.append("--no-emit-workspace")
+    return run([*args, *selection], cwd=project.root, timeout=120).stdout
