@@ -18,6 +18,7 @@ from pathlib import Path
 from raybake import locks
 from raybake.dockerfile import render
 from raybake.errors import RaybakeError
+from raybake.paths import cache_dir
 from raybake.plan import BuildPlan, plan_build
 from raybake.project import Project, load_project
 from raybake.spec import ImageSpec, load_specs, select
@@ -43,6 +44,8 @@ class Reporter:
     def step(self, message: str) -> None: ...
 
     def build_line(self, line: str) -> None: ...
+
+    def job_line(self, line: str) -> None: ...
 
 
 def is_registry_repository(repository: str) -> bool:
@@ -82,8 +85,8 @@ def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = F
     """Build (only when absent) every selected spec of the project at ``project_dir``."""
     reporter = reporter or Reporter()
     project = load_project(project_dir)
+    plans = plans_for(project, names, all_specs=all_specs)  # pure: spec and lock-format errors first
     lock_check(project)
-    plans = plans_for(project, names, all_specs=all_specs)
     return [build_plan(project, plan, push=push, force=force, no_cache=no_cache, reporter=reporter,
                        verify=verify)
             for plan in plans]
@@ -126,7 +129,9 @@ def build_plan(project: Project, plan: BuildPlan, *, push: bool = False, force: 
 
 def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
     """Build into an untagged image; return its ID. Temporary files never outlive the call."""
-    with tempfile.TemporaryDirectory(prefix="raybake-build-") as tmp:
+    scratch = cache_dir() / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="build-", dir=scratch) as tmp:
         tmpdir = Path(tmp)
         context = tmpdir / "context"
         for f in plan.context_files:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -63,7 +64,14 @@ def cli(verbose: bool) -> None:
                         format="%(name)s: %(message)s")
 
 
+def _terminate(signum, frame):
+    # SIGTERM unwinds like Ctrl-C, so `finally` blocks remove temporary
+    # contexts and no half-built image is tagged.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         cli.main(args=argv, prog_name="raybake", standalone_mode=False)
     except RaybakeError as exc:

@@ -23,6 +23,10 @@ class ConsoleReporter(Reporter):
     def build_line(self, line: str) -> None:
         err().print(line, style="dim", markup=False)
 
+    def job_line(self, line: str) -> None:
+        # The job's own output is the user's: stdout, unstyled.
+        print(line, flush=True)
+
 
 def human_size(n: int | None) -> str:
     if n is None:

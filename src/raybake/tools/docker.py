@@ -4,7 +4,9 @@ Every call maps python-on-whales' errors to raybake's typed errors with a fix.""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -88,8 +90,8 @@ def local_image_id(reference: str) -> str | None:
     raise EngineError(f"cannot inspect {reference}: {text}", fix=ENGINE_FIX)
 
 
-def registry_has(reference: str) -> bool:
-    """Whether ``reference`` exists in its registry.
+def registry_digest(reference: str) -> str | None:
+    """The manifest digest (``sha256:...``) of ``reference`` in its registry, None when absent.
 
     Anything other than a clear "not found" is an error: raybake never assumes
     an image exists (or not) because the registry could not be asked."""
@@ -97,15 +99,19 @@ def registry_has(reference: str) -> bool:
     code, text = _docker_query(["buildx", "imagetools", "inspect", "--format", "{{json .Manifest.Digest}}",
                                 reference])
     if code == 0:
-        return True
+        return json.loads(text)
     if "no such manifest" in text or "manifest unknown" in text or ": not found" in text:
-        return False
+        return None
     if "unauthorized" in text.lower() or "denied" in text.lower():
         raise RegistryError(f"the registry refused access to {reference}: {text}",
                             fix="log in with `docker login <registry>` or fix the credentials")
     raise RegistryError(f"cannot tell whether {reference} exists: the registry did not answer ({text})",
                         fix="check the registry address in `repository` (or RAYBAKE_REPOSITORY) "
                             "and that the registry is up")
+
+
+def registry_has(reference: str) -> bool:
+    return registry_digest(reference) is not None
 
 
 @dataclass(frozen=True)
@@ -128,7 +134,7 @@ def build_oci(req: BuildRequest, on_line: Callable[[str], None]) -> None:
 
     The docker driver refuses rewrite-timestamp with --load, hence archive + load."""
     docker_exc = _docker_exception()
-    tail: list[str] = []
+    tail: list[str] = []  # the last lines, for the error message
     try:
         logs: Iterable[str] = _call(
             _client().buildx.build,
@@ -147,14 +153,24 @@ def build_oci(req: BuildRequest, on_line: Callable[[str], None]) -> None:
         )
         for line in logs:
             line = line.rstrip("\n")
-            tail = (tail + [line])[-40:]
+            tail = (tail + [line])[-200:]
             on_line(line)
     except docker_exc as exc:
         mapped = _mapped(exc)
         if mapped is not None:
             raise mapped from None
-        detail = "\n".join(tail[-25:]) or (exc.stderr or "").strip()
+        detail = _failure_detail(tail) or (exc.stderr or "").strip()
         raise BuildError(f"the image build failed:\n{detail}", fix=_build_fix(detail)) from None
+
+
+_STEP_OUTPUT = re.compile(r"^#\d+ \d+\.\d+ (.*)$")
+
+
+def _failure_detail(lines: list[str]) -> str:
+    """What the failing step printed (uv's own message), then BuildKit's ERROR line."""
+    step = [m.group(1) for line in lines if (m := _STEP_OUTPUT.match(line))]
+    errors = [line for line in lines if line.startswith("ERROR")]
+    return "\n".join([*step[-15:], *errors[-2:]]).strip()
 
 
 def _build_fix(detail: str) -> str:
@@ -229,3 +245,33 @@ def run_container(image: str, command: list[str], *, network: str = "none") -> t
         return 0, out or "", ""
     except _docker_exception() as exc:
         return exc.return_code, exc.stdout or "", exc.stderr or ""
+
+
+def run_detached(image: str, command: list[str], *, name: str, network: str = "host",
+                 shm_size: str = "2g") -> str:
+    """Start a long-running container; return its ID."""
+    container = _call(_client().container.run, image, command[1:], entrypoint=command[0], detach=True,
+                      name=name, networks=[network], shm_size=shm_size, remove=False)
+    return container.id
+
+
+def container_running(container_id: str) -> bool:
+    try:
+        return bool(_call(_client().container.inspect, container_id).state.running)
+    except _docker_exception():
+        return False
+
+
+def container_logs(container_id: str, tail: int = 40) -> str:
+    try:
+        return _call(_client().container.logs, container_id, tail=tail)
+    except _docker_exception():
+        return ""
+
+
+def remove_container(container_id: str) -> None:
+    """Stop and remove; best effort, used in cleanup paths."""
+    try:
+        _call(_client().container.remove, container_id, force=True, volumes=True)
+    except _docker_exception():
+        log.debug("could not remove container %s", container_id)

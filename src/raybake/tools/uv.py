@@ -7,7 +7,7 @@ from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
-from raybake.errors import LockOutOfDate
+from raybake.errors import LockOutOfDate, ProjectError
 from raybake.paths import cache_dir
 from raybake.project import Project
 from raybake.tools.run import run
@@ -44,7 +44,11 @@ def lock_check(project: Project) -> None:
     proc = run([uv_bin(), "lock", "--check", "--offline", "--no-progress"],
                cwd=project.root, check=False, timeout=120)
     if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip()
+        detail = "\n".join(line for line in (proc.stderr or proc.stdout).strip().splitlines()
+                           if not line.startswith("Using "))
+        if "Failed to parse `uv.lock`" in detail:
+            raise ProjectError(f"{project.root / 'uv.lock'} is not a valid lock file:\n{detail}",
+                               fix="resolve merge conflicts in it, or regenerate it with `uv lock`")
         raise LockOutOfDate(
             f"{project.root / 'uv.lock'} is out of date with pyproject.toml:\n{detail}",
             fix=f"run `uv lock` in {project.root} and commit uv.lock")
