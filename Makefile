@@ -18,12 +18,13 @@ env:
 engine:
 	@bash buildkit/engine-up
 
-# The example builds on the offline base image and the host network because no
+# `raybake submit` builds the image when needed, stages the source and runs the
+# job on a local Ray head inside the image. It builds on the offline base image and the host network because no
 # image registry and no bridge network exist on this project's machines.
 example: env engine
 	@set -a; source $(ENGINE_ENV); set +a; \
 	RAYBAKE_BASE_IMAGE=$${RAYBAKE_BASE_IMAGE:-$$RAYBAKE_TEST_BASE_IMAGE} RAYBAKE_NETWORK=$${RAYBAKE_NETWORK:-host} \
-	  $(UV) run --frozen raybake build -C examples/ray-app
+	  $(UV) run --frozen raybake submit -C examples/ray-app -- python main.py
 
 test: env engine
 	@$(UV) run --frozen pytest

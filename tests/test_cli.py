@@ -5,7 +5,7 @@ from helpers import raybake
 
 def test_help_lists_the_commands():
     out = raybake("--help").stdout
-    for verb in ("build", "tag", "dockerfile"):
+    for verb in ("build", "tag", "dockerfile", "verify", "stage", "job-config", "submit", "py-executable", "pin"):
         assert re.search(rf"^\s+{verb}\s", out, re.M), verb
 
 

@@ -69,5 +69,7 @@ class StaleError(RaybakeError):
     exit_code = 1
 
 
-class Interrupted(RaybakeError):
-    exit_code = 130
+class ImageMissing(RaybakeError):
+    """A pinned reference is neither in its registry nor in the local image store."""
+
+    exit_code = 1

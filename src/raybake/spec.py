@@ -38,7 +38,7 @@ _REPOSITORY = re.compile(
 
 @dataclass(frozen=True)
 class FieldDoc:
-    type: type  # str, bool, list (of str) or dict (str -> str)
+    type: type  # str, bool, int, list (of str) or dict (str -> str)
     help: str
 
 
@@ -59,8 +59,13 @@ FIELDS: dict[str, FieldDoc] = {
     "ca_bundle": FieldDoc(str, "CA bundle for HTTPS through a proxy (passed as a secret)"),
     "index_secrets": FieldDoc(list, "names of environment variables (e.g. UV_INDEX_PRIVATE_PASSWORD) passed to uv as secrets"),
     "import_skip": FieldDoc(list, "top-level modules `raybake verify` does not import"),
+    # Project-wide ([tool.raybake]): what `raybake stage` ships as working_dir.
+    # Not image inputs, so never hashed.
+    "stage_include": FieldDoc(list, "gitignore-style patterns staged even when excluded (secrets only by exact name)"),
+    "stage_exclude": FieldDoc(list, "gitignore-style patterns left out of the staged working_dir"),
+    "stage_max_mb": FieldDoc(int, "size cap of the staged working_dir in MiB (default 100)"),
 }
-_TYPE_NAMES = {str: "a string", bool: "true or false", list: "a list of strings",
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "a whole number", list: "a list of strings",
                dict: "a mapping of names to strings"}
 
 

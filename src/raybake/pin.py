@@ -1,0 +1,292 @@
+"""The image pin: ``raybake-pin.json``, committed next to ``uv.lock``.
+
+For every image spec it records the reference the current lock produces (what
+``raybake tag --all`` prints), so job configs name the right image and a diff
+shows when a commit changes it. The pre-commit hooks in
+``.pre-commit-hooks.yaml`` keep it honest: ``raybake pin`` rewrites a stale pin
+and fails, like a formatter, until the rewritten file is staged.
+
+Format (sorted keys, 2-space indent, trailing newline)::
+
+    {
+      "images": {
+        "default": "my-app:default-0123456789abcdef"
+      },
+      "version": 1
+    }
+
+Computing and checking the pin needs neither the Docker daemon nor the
+network; only :func:`require_present` asks the image store or a registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from raybake.errors import ImageMissing, ProjectError, RaybakeError, StaleError
+from raybake.project import Project
+
+PIN_FILE = "raybake-pin.json"
+PIN_VERSION = 1
+
+
+
+@dataclass(frozen=True)
+class PinChange:
+    """One entry that differs between the pin on disk and the current lock."""
+
+    name: str
+    old: str | None  # None: the spec was not pinned
+    new: str | None  # None: the spec no longer exists
+
+    def describe(self) -> str:
+        if self.old is None:
+            return f"{self.name}: (not pinned) -> {self.new}"
+        if self.new is None:
+            return f"{self.name}: {self.old} -> (no such spec any more)"
+        return f"{self.name}: {self.old} -> {self.new}"
+
+
+def pin_path(project_root: Path) -> Path:
+    return Path(project_root) / PIN_FILE
+
+
+def render_pin(images: Mapping[str, str]) -> str:
+    """The canonical text of a pin: stable, so a change touches only its own lines."""
+    return json.dumps({"version": PIN_VERSION, "images": dict(images)},
+                      indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def parse_pin(text: str, where: str = PIN_FILE) -> dict[str, str]:
+    """The ``images`` mapping of a pin's text; ProjectError when it is not a valid pin."""
+    fix = "regenerate it with `raybake pin` (after a merge conflict, too) and commit it"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProjectError(f"{where} is not valid JSON: {exc}", fix=fix) from None
+    if not isinstance(data, dict):
+        raise ProjectError(f"{where} must hold a JSON object, not {type(data).__name__}", fix=fix)
+    version = data.get("version")
+    if version != PIN_VERSION:
+        if isinstance(version, int) and version > PIN_VERSION:
+            raise ProjectError(f"{where} has pin format version {version}; this raybake reads "
+                               f"version {PIN_VERSION}", fix="upgrade raybake to the release that wrote it")
+        raise ProjectError(f"{where} has no valid \"version\" (expected {PIN_VERSION}, got {version!r})",
+                           fix=fix)
+    images = data.get("images")
+    if not isinstance(images, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in images.items()):
+        raise ProjectError(f"{where}: \"images\" must map spec names to references (strings)", fix=fix)
+    return dict(images)
+
+
+def read_pin(project_root: Path) -> dict[str, str] | None:
+    """The pinned references by spec name, or None when the project has no pin."""
+    path = pin_path(project_root)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProjectError(f"cannot read {path}: {exc}",
+                           fix="regenerate it with `raybake pin` and commit it") from None
+    return parse_pin(text, str(path))
+
+
+def pinned_reference(project_root: Path, spec_name: str) -> str | None:
+    """The pinned reference of one spec; None when there is no pin or it lacks the spec.
+
+    The pin is taken as written: keeping it current is the job of `raybake pin`
+    (the pre-commit hook)."""
+    pin = read_pin(project_root)
+    return None if pin is None else pin.get(spec_name)
+
+
+def compute_pin(project: Project, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every spec's reference for the current lock, by spec name.
+
+    The lock must be up to date with pyproject.toml first (LockOutOfDate, whose
+    fix is `uv lock`): a pin of a stale lock would name an image nobody builds.
+    Neither the daemon nor the network is asked."""
+    from raybake.build import plans_for  # imported here: `pinned_reference` stays light
+    from raybake.tools.uv import lock_check
+
+    lock_check(project)
+    return {plan.spec.name: plan.reference for plan in plans_for(project, (), all_specs=True,
+                                                                  environ=environ)}
+
+
+def diff_pins(old: Mapping[str, str] | None, new: Mapping[str, str]) -> list[PinChange]:
+    """The entries that differ, sorted by spec name."""
+    old = old or {}
+    return [PinChange(n, old.get(n), new.get(n)) for n in sorted(set(old) | set(new))
+            if old.get(n) != new.get(n)]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` in one step: readers see the old file or the new one, never a part.
+
+    The temporary file lives in the same directory (os.replace is atomic there)
+    and is removed whatever happens."""
+    try:
+        _replace(path, text.encode("utf-8"))
+    except OSError as exc:
+        raise ProjectError(f"cannot write {path}: {exc}",
+                           fix=f"make {path.parent} writable (and {path.name} a regular file)") from None
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode from the umask, like any new file
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            try:
+                os.fchmod(fd, path.stat().st_mode & 0o7777)  # keep an existing pin's mode
+            except FileNotFoundError:
+                pass
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable; best effort
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _pin_lock(path: Path):
+    from raybake import locks
+
+    return locks.build_lock(f"pin:{path.resolve()}")
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return ""  # unreadable counts as stale; rewriting it is the fix
+
+
+def write_pin(project_root: Path, images: Mapping[str, str]) -> bool:
+    """Write the pin atomically, only when its content changes; True when it did."""
+    path = pin_path(project_root)
+    text = render_pin(images)
+    with _pin_lock(path):
+        if _read_text(path) == text:
+            return False
+        _write_atomic(path, text)
+        return True
+
+
+@dataclass(frozen=True)
+class PinStatus:
+    path: Path
+    images: dict[str, str]  # the current pin (what the lock produces)
+    current: bool  # the file on disk was exactly the canonical pin
+    changes: tuple[PinChange, ...] = ()  # entries that differed (none: formatting only)
+    invalid: str | None = None  # why the file on disk was not a valid pin
+    missing: bool = False  # there was no pin file
+    rewritten: bool = False
+
+
+def update_pin(project: Project, *, check: bool = False,
+               environ: Mapping[str, str] | None = None) -> PinStatus:
+    """Compare the pin with the current lock and, unless ``check``, rewrite it when stale.
+
+    Read, compare and write happen under one cross-process lock, and the write
+    is an atomic replace: concurrent runs never leave a torn file, and a current
+    pin is not touched (same bytes, same mtime)."""
+    images = compute_pin(project, environ)
+    path = pin_path(project.root)
+    text = render_pin(images)
+    with _pin_lock(path):
+        on_disk = _read_text(path)
+        if on_disk == text:
+            return PinStatus(path, images, current=True)
+        old: dict[str, str] | None = None
+        invalid = None
+        if on_disk is not None:
+            try:
+                old = parse_pin(on_disk, "the file")
+            except ProjectError as exc:
+                invalid = exc.message
+        changes = tuple(diff_pins(old, images))
+        if not check:
+            _write_atomic(path, text)
+        return PinStatus(path, images, current=False, changes=changes, invalid=invalid,
+                         missing=on_disk is None, rewritten=not check)
+
+
+def _display_path(path: Path) -> str:
+    """Relative to the current directory when inside it (a hook runs at the
+    repository root), else absolute."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return str(path)
+
+
+def stale_error(status: PinStatus) -> StaleError:
+    """The finding for a pin that was (after a rewrite) or is (with --check) stale."""
+    shown = _display_path(status.path)
+    was = "was" if status.rewritten else "is"
+    if status.missing:
+        what = f"{shown} did not exist" if status.rewritten else f"{shown} does not exist"
+    elif status.invalid:
+        what = f"{shown} {was} not a valid pin ({status.invalid})"
+    else:
+        what = f"{shown} {was} out of date with the lock"
+    lines = [c.describe() for c in status.changes] or [
+        "(same references; the file was not in canonical form)"]
+    entries = "\n".join(f"  {line}" for line in lines)
+    if status.rewritten:
+        return StaleError(f"{what}; rewrote it:\n{entries}",
+                          fix=f"stage the rewritten pin: git add {shown}")
+    where = _display_path(status.path.parent)
+    run = "raybake pin" if where == "." else f"raybake pin -C {where}"
+    return StaleError(f"{what}:\n{entries}", fix=f"run `{run}` and commit {shown}")
+
+
+def require_present(images: Mapping[str, str]) -> None:
+    """Raise ImageMissing unless every pinned reference exists: in its registry
+    when its repository names a registry host, else in the local image store.
+
+    An unreachable registry or daemon is an error (RegistryError, EngineError),
+    never taken for "absent" or "present"."""
+    from raybake.build import is_registry_repository
+    from raybake.tools import docker
+
+    missing = []
+    for name in sorted(images):
+        reference = images[name]
+        repository = reference.rsplit(":", 1)[0]  # the tag never holds a ':'; a registry port may
+        if is_registry_repository(repository):
+            if not docker.registry_has(reference):
+                missing.append(f"{name}: {reference} is not in its registry")
+        elif docker.local_image_id(reference) is None:
+            missing.append(f"{name}: {reference} is not in the local image store")
+    if missing:
+        raise ImageMissing("pinned images are missing:\n" + "\n".join(f"  {m}" for m in missing),
+                           fix="build them with `raybake build --all` (with --push when the repository "
+                               "names a registry)")
+
+
+__all__ = ["PIN_FILE", "PIN_VERSION", "ImageMissing", "PinChange", "PinStatus", "compute_pin",
+           "diff_pins", "parse_pin", "pin_path", "pinned_reference", "read_pin", "render_pin",
+           "require_present", "stale_error", "update_pin", "write_pin"]

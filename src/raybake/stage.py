@@ -1,0 +1,434 @@
+"""Staging the project's source for Ray's runtime_env ``working_dir``.
+
+Ray uploads whatever directory it is given. Rather than let it zip the
+checkout (virtualenvs, caches, build outputs, a stray ``.env``), raybake
+copies a trimmed tree into a directory of its own and hands Ray that:
+
+- the project's ``.gitignore`` and ``.rayignore`` files apply at every level,
+  like git (a nested file governs its subtree, the deeper one wins); then the
+  default excludes, secret-looking files and ``[tool.raybake] stage_exclude``;
+- ``stage_include`` patterns stage what they match even when excluded, except
+  that a secret-looking file needs a pattern without wildcards (``.env``,
+  ``keys/deploy.pem``, ``.aws/``): a broad ``*.json`` cannot pull one in;
+- the size cap is checked after a walk that only stats, before anything is
+  written; the copy goes to a temporary sibling renamed into place;
+- staged files get a fixed mtime and normalised permissions, so the same
+  source gives the same bytes, the same ``content_hash`` and Ray's package
+  hash (over paths and contents) stays put.
+
+Pure file walking: no git, no subprocess.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import shutil
+import stat
+import tempfile
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pathspec import GitIgnoreSpec
+
+from raybake.errors import SpecError, StageError
+from raybake.project import Project, load_project
+
+DEFAULT_MAX_MB = 100
+
+# Never useful on a worker. build/ and dist/ are anchored (to the root here,
+# to each workspace member at stage time): a package named `build` deeper in
+# the source is code, not a build output.
+DEFAULT_EXCLUDES: tuple[str, ...] = (
+    ".git", ".venv", "venv/", "__pycache__/", "*.pyc", "/build/", "/dist/",
+    ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", ".hypothesis/", ".tox/", ".nox/",
+    "node_modules/", "*.egg-info",
+)
+# Credentials never leave the machine unless stage_include names them.
+# `**/` keeps the two-component patterns unanchored, like the others.
+SECRET_EXCLUDES: tuple[str, ...] = (
+    ".env", ".env.*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+    "*.p12", "*.pfx", ".aws/", ".netrc", ".pypirc", ".git-credentials", "credentials.json",
+    "*service-account*.json", "**/.docker/config.json", "**/.kube/config",
+)
+# Read in this order, so .rayignore may negate .gitignore. They are applied
+# here and left out of the copy: Ray would apply them again to the staged tree
+# and drop what stage_include forced in.
+IGNORE_FILES = (".gitignore", ".rayignore")
+
+# Marks a directory as raybake's own staging output: only such a directory (or
+# an empty one) is ever replaced, and the walk never copies one into another.
+MARKER = ".raybake-stage"
+_MARKER_TEXT = b"staged by raybake for Ray's working_dir; replaced on the next `raybake stage`\n"
+# 1980-01-01 UTC, the earliest time a zip entry holds: Ray zips working_dir.
+STAGED_MTIME = 315532800
+_GLOB_CHARS = frozenset("*?[\\")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StagedTree:
+    path: Path  # the staged directory, absolute
+    files: tuple[str, ...]  # POSIX paths relative to ``path``, sorted
+    total_bytes: int
+    content_hash: str  # sha256 hex over sorted (path, executable bit, file digest)
+    python_path: tuple[str, ...] = ()  # relative dirs for PYTHONPATH: src, <member>/src
+
+
+@dataclass(frozen=True)
+class _File:
+    rel: str
+    source: str  # where to read it (through symlinks)
+    size: int
+    executable: bool
+
+
+class _Verdict(enum.Enum):
+    STAGE = "stage"    # a file to copy, or a directory to walk
+    FORCED = "forced"  # an excluded directory entered only for stage_include patterns below it
+    SKIP = "skip"
+
+
+_Layers = tuple[tuple[str, GitIgnoreSpec], ...]  # (directory prefix "a/b/" or "", its rules), root first
+
+
+def stage_project(project: Project, out: Path) -> StagedTree:
+    """Stage ``project`` into ``out`` with the settings of ``[tool.raybake]``."""
+    from raybake.spec import _validate
+
+    config = _validate(project.tool_config, "pyproject.toml [tool.raybake]", None)
+    max_mb = config.get("stage_max_mb", DEFAULT_MAX_MB)
+    if max_mb <= 0:
+        raise SpecError(f"pyproject.toml [tool.raybake]: stage_max_mb must be positive, got {max_mb}",
+                        fix="set stage_max_mb to the largest working_dir you accept, in MiB (default 100)")
+    return stage_tree(project.root, out, include=config.get("stage_include", ()),
+                      exclude=config.get("stage_exclude", ()), max_bytes=max_mb * 2**20,
+                      members=[m.path for m in project.members])
+
+
+def stage_tree(project_root: Path, out: Path, *, include: Sequence[str] = (),
+               exclude: Sequence[str] = (), max_bytes: int = DEFAULT_MAX_MB * 2**20,
+               members: Sequence[str] | None = None) -> StagedTree:
+    """Copy the files of ``project_root`` that a worker needs into ``out``.
+
+    ``members`` are the workspace members' relative paths (default: read from
+    the project). Raises StageError, leaving ``out`` as it was, when the tree
+    is over ``max_bytes``, holds a symlink leaving it, or ``out`` is not
+    raybake's to replace."""
+    root = os.path.realpath(project_root)
+    out = Path(os.path.abspath(out))
+    if members is None:
+        members = [m.path for m in load_project(Path(root)).members]
+    _check_out(out, root)
+    rules = _Rules(root, include=include, exclude=exclude, members=members)
+    files = sorted(rules.walk(), key=lambda f: f.rel)
+    _check_size(files, max_bytes)
+    return _publish(files, out, _python_path(files, members))
+
+
+def _check_out(out: Path, root: str) -> None:
+    real = os.path.realpath(out)
+    if real == root or root.startswith(real.rstrip(os.sep) + os.sep):
+        raise StageError(f"cannot stage into {out}: it holds the project itself",
+                         fix="choose an --out directory that is neither the project nor one of its parents")
+    if out.is_symlink() or (out.exists() and not _replaceable(out)):
+        raise StageError(f"{out} exists and is not a directory raybake staged; refusing to replace it",
+                         fix="choose another --out directory, or remove that one")
+
+
+def _replaceable(path: Path) -> bool:
+    """An empty directory, or one raybake staged before."""
+    if not path.is_dir():
+        return False
+    if (path / MARKER).is_file():
+        return True
+    with os.scandir(path) as entries:
+        return next(entries, None) is None
+
+
+def _has_glob(pattern: str) -> bool:
+    return any(c in _GLOB_CHARS for c in pattern.removeprefix("!"))
+
+
+def _spec(lines: Iterable[str], where: str) -> GitIgnoreSpec:
+    try:
+        return GitIgnoreSpec.from_lines(list(lines))
+    except ValueError as exc:  # pathspec's GitWildMatchPatternError
+        raise StageError(f"{where}: invalid pattern: {exc}",
+                         fix="correct or remove the pattern (gitignore syntax)") from exc
+
+
+class _Rules:
+    """Which paths of the tree are staged, and the walk that applies it."""
+
+    def __init__(self, root: str, *, include: Sequence[str], exclude: Sequence[str],
+                 members: Sequence[str]) -> None:
+        self.root = root
+        member_outputs = [f"/{m}/{d}/" for m in members for d in ("build", "dist")]
+        self._excluded = _spec([*DEFAULT_EXCLUDES, *member_outputs, *IGNORE_FILES, *exclude],
+                               "stage_exclude")
+        self._secret = GitIgnoreSpec.from_lines(SECRET_EXCLUDES)
+        self._include = _spec(include, "stage_include")
+        self._include_named = _spec([p for p in include if not _has_glob(p)], "stage_include")
+        self._include_dirs = _include_prefixes(include)
+        self._own_layer: dict[str, _Layers] = {}
+
+    # -- the verdict on one path -------------------------------------------
+
+    def verdict(self, rel: str, is_dir: bool, forced: bool, layers: _Layers) -> _Verdict:
+        """``forced``: an ancestor is excluded and was entered only for stage_include."""
+        name = rel + "/" if is_dir else rel  # gitignore's `dir/` patterns need the slash
+        secret = self._secret.match_file(name)
+        if not (forced or secret or self._excluded.match_file(name) or _ignored(rel, is_dir, layers)):
+            return _Verdict.STAGE
+        if (self._include_named if secret else self._include).match_file(name):
+            return _Verdict.STAGE
+        if is_dir and self._may_include_below(rel):
+            return _Verdict.FORCED
+        return _Verdict.SKIP
+
+    def _may_include_below(self, rel: str) -> bool:
+        # Only anchored patterns whose literal prefix runs through ``rel``
+        # enter an excluded directory: `.env` must not send the walk into .venv.
+        parts = tuple(rel.split("/"))
+        return any(static[:len(parts)] == parts or (globbed and static and parts[:len(static)] == static)
+                   for static, globbed in self._include_dirs)
+
+    def layers_of(self, rel_dir: str, parent: _Layers) -> _Layers:
+        """``parent`` plus the rules of the ignore files in ``rel_dir``."""
+        if rel_dir not in self._own_layer:
+            prefix = rel_dir + "/" if rel_dir else ""
+            lines: list[str] = []
+            where = []
+            for name in IGNORE_FILES:
+                path = os.path.join(self.root, rel_dir, name)
+                if os.path.isfile(path):
+                    try:
+                        with open(path, encoding="utf-8", errors="replace") as f:
+                            lines.extend(f.read().splitlines())
+                    except OSError as exc:
+                        raise StageError(f"cannot read {prefix}{name}: {exc.strerror}",
+                                         fix="make it readable: its rules decide what is staged") from exc
+                    where.append(prefix + name)
+            self._own_layer[rel_dir] = ((prefix, _spec(lines, " and ".join(where))),) if lines else ()
+        return parent + self._own_layer[rel_dir]
+
+    def path_verdict(self, rel: str, is_dir: bool) -> _Verdict:
+        """The verdict on any path of the tree, its ancestors' rules included."""
+        parts = rel.split("/")
+        layers, forced = self.layers_of("", ()), False
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            v = self.verdict(d, True, forced, layers)
+            if v is _Verdict.SKIP:
+                return v
+            forced = forced or v is _Verdict.FORCED
+            layers = self.layers_of(d, layers)
+        return self.verdict(rel, is_dir, forced, layers)
+
+    # -- the walk -------------------------------------------------------------
+
+    def walk(self) -> list[_File]:
+        found: list[_File] = []
+        self._walk(self.root, "", (self.root,), False, (), found)
+        return found
+
+    def _walk(self, path: str, rel_dir: str, real_chain: tuple[str, ...], forced: bool,
+              layers: _Layers, found: list[_File]) -> None:
+        # real_chain: the real paths of the directories being walked, to catch
+        # a symlink back into one of them before it recurses forever.
+        if not forced:  # inside a forced directory only stage_include counts
+            layers = self.layers_of(rel_dir, layers)
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError as exc:
+            raise StageError(f"cannot read {path}: {exc.strerror}",
+                             fix="make it readable, or exclude it via stage_exclude or .rayignore") from exc
+        for entry in entries:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if entry.is_symlink():
+                self._link(entry, rel, real_chain, forced, layers, found)
+            elif entry.is_dir(follow_symlinks=False):
+                if os.path.isfile(os.path.join(entry.path, MARKER)):
+                    continue  # an earlier staging output (e.g. --out inside the project)
+                v = self.verdict(rel, True, forced, layers)
+                if v is not _Verdict.SKIP:
+                    self._walk(entry.path, rel, (*real_chain, os.path.join(real_chain[-1], entry.name)),
+                               forced or v is _Verdict.FORCED, layers, found)
+            elif entry.is_file(follow_symlinks=False):
+                if self.verdict(rel, False, forced, layers) is _Verdict.STAGE:
+                    st = entry.stat(follow_symlinks=False)
+                    found.append(_File(rel, entry.path, st.st_size, bool(st.st_mode & stat.S_IXUSR)))
+            # Sockets, FIFOs and devices are never staged (reading a FIFO would hang).
+
+    def _link(self, entry: os.DirEntry, rel: str, real_chain: tuple[str, ...], forced: bool,
+              layers: _Layers, found: list[_File]) -> None:
+        """A symlink is staged as what it points to, when that is inside the tree."""
+        target = os.path.realpath(entry.path)
+        try:
+            st = os.stat(target)
+        except OSError:
+            st = None
+        is_dir = st is not None and stat.S_ISDIR(st.st_mode)
+        v = self.verdict(rel, is_dir, forced, layers)
+        if v is _Verdict.SKIP:
+            return  # an excluded link is fine wherever it points
+        fix = f"remove the link, or exclude it: add /{rel} to .rayignore or to stage_exclude in [tool.raybake]"
+        if target != self.root and not target.startswith(self.root + os.sep):
+            raise StageError(f"symlink {rel} points outside the project, to {target}: "
+                             "Ray's working_dir cannot carry it", fix=fix)
+        if st is None:
+            raise StageError(f"symlink {rel} points to {target}, which does not exist", fix=fix)
+        if is_dir and target in real_chain:
+            raise StageError(f"symlink {rel} points to {target}, a directory that contains it: "
+                             "staging it would never end", fix=fix)
+        # What the link points to must be stageable itself: `app.env -> .env`
+        # does not smuggle a secret out under another name.
+        if self.path_verdict(os.path.relpath(target, self.root).replace(os.sep, "/"), is_dir) is _Verdict.SKIP:
+            return
+        if is_dir:
+            self._walk(entry.path, rel, (*real_chain, target), forced or v is _Verdict.FORCED, layers, found)
+        elif stat.S_ISREG(st.st_mode):
+            found.append(_File(rel, target, st.st_size, bool(st.st_mode & stat.S_IXUSR)))
+
+
+def _ignored(rel: str, is_dir: bool, layers: _Layers) -> bool:
+    """Git's rule: the last matching pattern wins, deeper files after shallower."""
+    ignored = False
+    for prefix, spec in layers:
+        sub = rel[len(prefix):]
+        decided = spec.check_file(sub + "/" if is_dir else sub).include
+        if decided is not None:
+            ignored = decided
+    return ignored
+
+
+def _include_prefixes(patterns: Sequence[str]) -> tuple[tuple[tuple[str, ...], bool], ...]:
+    """(literal leading components, whether a wildcard follows) of each anchored pattern."""
+    found = []
+    for pattern in patterns:
+        body = pattern.strip().rstrip("/")
+        if not body or body.startswith(("#", "!")) or "/" not in body:
+            continue  # unanchored: applies only where the walk goes anyway
+        parts = body.lstrip("/").split("/")
+        static: list[str] = []
+        for part in parts:
+            if _has_glob(part):
+                break
+            static.append(part)
+        found.append((tuple(static), len(static) < len(parts)))
+    return tuple(found)
+
+
+def format_size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _check_size(files: Sequence[_File], max_bytes: int) -> None:
+    total = sum(f.size for f in files)
+    if total <= max_bytes:
+        return
+    dirs: dict[str, int] = {}
+    for f in files:
+        if "/" in f.rel:
+            top = f.rel.split("/", 1)[0] + "/"
+            dirs[top] = dirs.get(top, 0) + f.size
+    largest = sorted(files, key=lambda f: (-f.size, f.rel))[:5]
+    biggest_dirs = sorted(dirs.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    lines = [f"the working_dir to stage holds {format_size(total)} in {len(files)} files, "
+             f"over the {format_size(max_bytes)} cap", "largest files:"]
+    lines += [f"  {format_size(f.size):>10}  {f.rel}" for f in largest]
+    if biggest_dirs:
+        lines.append("largest top-level directories:")
+        lines += [f"  {format_size(size):>10}  {name}" for name, size in biggest_dirs]
+    raise StageError("\n".join(lines),
+                     fix="leave out what the job does not need: add patterns (e.g. "
+                         f"{(biggest_dirs[0][0] if biggest_dirs else largest[0].rel)!r}) to .rayignore or "
+                         "to stage_exclude in [tool.raybake]; or raise stage_max_mb there")
+
+
+def _python_path(files: Sequence[_File], members: Sequence[str]) -> tuple[str, ...]:
+    """``src`` and each member's ``<member>/src`` that the staged tree holds."""
+    candidates = ["src", *(f"{m}/src" for m in members)]
+    return tuple(c for c in candidates if any(f.rel.startswith(c + "/") for f in files))
+
+
+def _publish(files: Sequence[_File], out: Path, python_path: tuple[str, ...]) -> StagedTree:
+    """Copy into a temporary sibling of ``out``, then rename it into place."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".raybake-tmp-", dir=out.parent))
+    except OSError as exc:
+        raise StageError(f"cannot create a directory next to {out}: {exc.strerror or exc}",
+                         fix="choose an --out directory in a writable place") from exc
+    old: Path | None = None
+    try:
+        (tmp / MARKER).write_bytes(_MARKER_TEXT)  # so a leftover is recognised as ours
+        digest, total = _copy(files, tmp)
+        if out.exists():
+            old = out.parent / f".raybake-old-{uuid.uuid4().hex[:12]}"
+            os.rename(out, old)
+        try:
+            os.rename(tmp, out)
+        except BaseException:
+            if old is not None:
+                os.rename(old, out)
+                old = None
+            raise
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise StageError(f"cannot stage into {out}: {exc.strerror or exc}",
+                             fix=f"check that {out.parent} is writable and has room, or choose another --out") from exc
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return StagedTree(path=out, files=tuple(f.rel for f in files), total_bytes=total,
+                      content_hash=digest, python_path=python_path)
+
+
+def _copy(files: Sequence[_File], dest: Path) -> tuple[str, int]:
+    """Copy ``files`` (sorted) under ``dest``; return (content hash, bytes copied)."""
+    tree = hashlib.sha256()
+    total = 0
+    dirs = {""}
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    for f in files:
+        parent = f.rel.rpartition("/")[0]
+        if parent not in dirs:
+            os.makedirs(dest / parent, exist_ok=True)
+            while parent not in dirs:
+                dirs.add(parent)
+                parent = parent.rpartition("/")[0]
+        target = dest / f.rel
+        file_hash = hashlib.sha256()
+        try:
+            src = open(f.source, "rb")
+        except OSError as exc:
+            raise StageError(f"cannot read {f.rel}: {exc.strerror}",
+                             fix="make it readable, or exclude it via stage_exclude or .rayignore") from exc
+        with src, open(target, "wb") as dst:
+            while n := src.readinto(buf):
+                file_hash.update(view[:n])
+                dst.write(view[:n])
+                total += n
+        os.chmod(target, 0o755 if f.executable else 0o644)
+        os.utime(target, (STAGED_MTIME, STAGED_MTIME))
+        # Canonical record: length-prefixed path bytes, the executable bit, the content digest.
+        path = os.fsencode(f.rel)
+        tree.update(len(path).to_bytes(4, "big") + path + (b"\x01" if f.executable else b"\x00")
+                    + file_hash.digest())
+    os.chmod(dest / MARKER, 0o644)
+    os.utime(dest / MARKER, (STAGED_MTIME, STAGED_MTIME))
+    for d in sorted(dirs, key=lambda d: -d.count("/") if d else 1):  # deepest first, the root last
+        os.chmod(dest / d, 0o755)
+        os.utime(dest / d, (STAGED_MTIME, STAGED_MTIME))
+    return tree.hexdigest(), total

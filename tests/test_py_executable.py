@@ -1,0 +1,238 @@
+"""`raybake py-executable`: the wrapper script run as real processes.
+
+A fake `uv` (RAYBAKE_UV) records each sync, and "installs" by linking this
+interpreter as the venv's python; no Ray, no network."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import raybake
+
+from raybake.project import load_project
+from raybake.py_executable import MARKER, env_key, render_wrapper, write_wrapper
+from raybake.spec import load_specs, select
+
+# Records its invocation, "installs" after FAKE_UV_SLEEP seconds (or fails
+# with FAKE_UV_FAIL). Like a venv left by a killed uv, the venv directory
+# exists while it sleeps; it refuses to start on a leftover one, so a test
+# passes only if the wrapper removes partial environments.
+FAKE_UV = """#!/bin/sh
+echo "$$ $*" >>"$FAKE_UV_RECORD"
+if [ -e "$UV_PROJECT_ENVIRONMENT" ]; then
+    echo "fake uv: $UV_PROJECT_ENVIRONMENT was not removed" >&2
+    exit 3
+fi
+mkdir -p "$UV_PROJECT_ENVIRONMENT/bin" || exit 4
+sleep "${FAKE_UV_SLEEP:-0}"
+if [ -n "$FAKE_UV_FAIL" ]; then
+    echo "fake uv: no solution found for the lock" >&2
+    exit 1
+fi
+printf 'home = %s\\n' "$FAKE_UV_HOME" >"$UV_PROJECT_ENVIRONMENT/pyvenv.cfg"
+ln -s "$FAKE_UV_PYTHON" "$UV_PROJECT_ENVIRONMENT/bin/python"
+echo "fake uv: installed"
+"""
+
+PRINT_PREFIX = ("-c", "import sys; print(sys.prefix)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_flock():
+    if shutil.which("flock") is None:
+        message = "flock (util-linux) is not installed"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+class Node:
+    """A project with a rendered wrapper, an env root and a fake uv."""
+
+    def __init__(self, root: Path, tmp: Path) -> None:
+        self.root = root
+        self.envs = tmp / "envs"
+        self.record = tmp / "uv-calls"
+        self.uv = tmp / "fake-uv"
+        self.uv.write_text(FAKE_UV)
+        self.uv.chmod(0o755)
+        self.wrapper = root / ".raybake" / "py-executable"
+        self.render()
+
+    def render(self) -> None:
+        self.project = load_project(self.root)
+        (self.spec,) = select(load_specs(self.project, {}), ())
+        self.key = env_key(self.project, self.spec)
+        write_wrapper(render_wrapper(self.project, self.spec), self.wrapper)
+
+    @property
+    def venv(self) -> Path:
+        return self.envs / self.key / "venv"
+
+    @property
+    def marker(self) -> Path:
+        return self.envs / self.key / MARKER
+
+    def syncs(self) -> list[str]:
+        return self.record.read_text().splitlines() if self.record.exists() else []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        python = os.path.realpath(sys.executable)
+        return {**os.environ, "RAYBAKE_ENV_ROOT": str(self.envs), "RAYBAKE_UV": str(self.uv),
+                "FAKE_UV_RECORD": str(self.record), "FAKE_UV_PYTHON": python,
+                "FAKE_UV_HOME": os.path.dirname(python), **extra}
+
+    def start(self, *args: str, **extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([str(self.wrapper), *(args or PRINT_PREFIX)], cwd=self.root,
+                                env=self.env(**extra), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    def run(self, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.wrapper), *(args or PRINT_PREFIX)], cwd=self.root,
+                              env=self.env(**extra), capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def node(copy_fixture, tmp_path) -> Node:
+    return Node(copy_fixture("small"), tmp_path)
+
+
+def test_concurrent_workers_sync_once(node):
+    procs = [node.start(FAKE_UV_SLEEP="1") for _ in range(8)]
+    results = [(p.wait(timeout=30), *p.communicate()) for p in procs]
+    for rc, out, err in results:
+        assert rc == 0, err
+    # stdout is the worker's alone: only what python printed.
+    assert {out for _, out, _ in results} == {f"{node.venv}\n"}
+    assert len(node.syncs()) == 1
+    assert node.marker.read_text() == f"{node.key}\n"
+    assert all(line.startswith("raybake py-executable: ") or line.startswith("fake uv: ")
+               for _, _, err in results for line in err.splitlines())
+
+    again = node.run("-c", "import sys; print(sys.argv[1:])", "a b", "$HOME", "")
+    assert again.returncode == 0 and again.stdout == "['a b', '$HOME', '']\n"
+    assert again.stderr == ""  # the fast path says nothing
+    assert len(node.syncs()) == 1
+
+
+def test_killed_installer_is_retried(node):
+    installer = node.start(FAKE_UV_SLEEP="60")
+    deadline = time.monotonic() + 15
+    while not node.syncs():
+        assert time.monotonic() < deadline, "the wrapper never started uv"
+        assert installer.poll() is None, installer.communicate()
+        time.sleep(0.02)
+    os.killpg(installer.pid, signal.SIGKILL)
+    installer.wait(timeout=10)
+    assert node.venv.is_dir() and not node.marker.exists()  # a partial environment
+
+    proc = node.run()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{node.venv}\n"
+    assert len(node.syncs()) == 2
+    assert node.marker.read_text() == f"{node.key}\n"
+
+
+def test_timeout_waiting_for_the_lock(node):
+    node.envs.mkdir()
+    lock = node.envs / f"{node.key}.lock"
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        started = time.monotonic()
+        proc = node.run(RAYBAKE_ENV_TIMEOUT="1")
+        elapsed = time.monotonic() - started
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert "timed out after 1s" in proc.stderr
+    assert "RAYBAKE_ENV_TIMEOUT" in proc.stderr and str(lock) in proc.stderr
+    assert 0.9 < elapsed < 10
+    assert node.syncs() == [] and not node.marker.exists()
+
+
+def test_failed_sync_leaves_no_marker(node):
+    proc = node.run(FAKE_UV_FAIL="1")
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert "fake uv: no solution found for the lock" in proc.stderr
+    assert "raybake py-executable: uv sync failed (exit 1)" in proc.stderr
+    assert not node.marker.exists()
+
+    proc = node.run()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{node.venv}\n"
+    assert len(node.syncs()) == 2 and node.marker.exists()
+
+
+def test_new_lock_syncs_a_new_environment(node):
+    assert node.run().returncode == 0
+    old_venv, old_marker = node.venv, node.marker
+    with open(node.root / "uv.lock", "ab") as f:
+        f.write(b"\n# relocked\n")
+
+    stale = node.run()  # the wrapper is still the old lock's
+    assert stale.returncode == 1 and stale.stdout == ""
+    assert "uv.lock is not the lock this wrapper was generated from" in stale.stderr
+    assert "raybake py-executable" in stale.stderr
+
+    node.render()
+    assert node.venv != old_venv
+    proc = node.run()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{node.venv}\n"
+    assert len(node.syncs()) == 2
+    assert old_marker.exists() and (old_venv / "bin" / "python").exists()  # left alone
+
+
+def test_missing_tools_and_project_are_reported(node, tmp_path):
+    proc = node.run(RAYBAKE_UV=str(tmp_path / "no-such-uv"))
+    assert proc.returncode == 1 and "uv not found" in proc.stderr and "RAYBAKE_UV" in proc.stderr
+    proc = node.run(RAYBAKE_PROJECT_DIR=str(tmp_path))
+    assert proc.returncode == 1 and "no uv.lock in" in proc.stderr
+    assert node.syncs() == []
+
+
+def test_render_is_deterministic(node, copy_fixture):
+    text = render_wrapper(node.project, node.spec)
+    assert text == render_wrapper(load_project(node.root), node.spec)
+    assert text.startswith("#!/bin/sh\n")
+    assert "@" + "KEY@" not in text and f"KEY={node.key}\n" in text
+    assert "--frozen --no-install-project --no-dev --no-default-groups --python 3.11" in text
+    assert render_wrapper(node.project, node.spec, env_root="/var/envs") != text
+    assert "RAYBAKE_ENV_ROOT:-/var/envs}" in render_wrapper(node.project, node.spec,
+                                                             env_root="/var/envs")
+    subprocess.run(["sh", "-n", str(node.wrapper)], check=True)
+
+    ws = load_project(copy_fixture("workspace"))
+    (ws_spec,) = select(load_specs(ws, {}), ())
+    assert "--no-install-workspace" in render_wrapper(ws, ws_spec)
+
+
+def test_cli_writes_an_executable_wrapper(copy_fixture, tmp_path):
+    root = copy_fixture("small")
+    proc = raybake("py-executable", "-C", str(root), timeout=120)
+    path = root / ".raybake" / "py-executable"
+    assert proc.stdout == f"{path}\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755
+    project = load_project(root)
+    (spec,) = select(load_specs(project, {}), ())
+    assert path.read_text() == render_wrapper(project, spec)
+    assert '"py_executable": "./.raybake/py-executable"' in proc.stderr
+
+    out = tmp_path / "elsewhere" / "wrapper"
+    proc = raybake("py-executable", "default", "-C", str(root), "--out", str(out), timeout=120)
+    assert proc.stdout == f"{out}\n" and out.read_text() == path.read_text()
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert "outside the project" in proc.stderr
+
+    (root / ".gitignore").write_text(".raybake/\n")
+    proc = raybake("py-executable", "-C", str(root), timeout=120)
+    assert "warning:" in proc.stderr and ".gitignore" in proc.stderr

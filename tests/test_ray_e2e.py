@@ -1,0 +1,78 @@
+"""End to end on a real Ray cluster: the example project's image holds the
+dependencies, its source reaches the job through working_dir."""
+
+import os
+import re
+import shutil
+
+import pytest
+
+from conftest import EXAMPLE
+from helpers import raybake
+
+pytestmark = [pytest.mark.engine, pytest.mark.ray]
+
+
+@pytest.fixture(scope="module")
+def example(engine, tmp_path_factory):
+    """A copy of examples/ray-app and its built image (built once for the module)."""
+    root = tmp_path_factory.mktemp("e2e") / "ray-app"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    (root / ".env").write_text("SECRET_TOKEN=do-not-ship\n")
+    (root / ".git").mkdir()
+    (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    env = engine.env()
+    env.pop("RAY_ADDRESS", None)
+    raybake("build", "-C", str(root), env=env, timeout=1200)
+    return root, env
+
+
+def test_job_runs_with_image_dependencies_and_working_dir_source(example):
+    root, env = example
+    proc = raybake("submit", "-C", str(root), "--", "python", "main.py", env=env, timeout=600)
+    out = proc.stdout
+    assert "ray-app job OK" in out, out + proc.stderr
+    # Tasks ran on the image's interpreter, imported pandas/pyarrow from the
+    # image and the project's code from working_dir.
+    assert "worker python: /opt/venv/bin/python" in out
+    assert "worker says: hello from ray_app" in out
+    assert "batches: 4, total count: 40, max: 39" in out
+    assert "starting a local Ray head" in proc.stderr and "stopping the local Ray head" in proc.stderr
+
+
+def test_source_edit_builds_nothing_and_the_job_sees_it(example):
+    root, env = example
+    tag_before = raybake("tag", "-C", str(root), env=env).stdout
+    stats = root / "src" / "ray_app" / "stats.py"
+    stats.write_text(stats.read_text().replace("hello from ray_app", "hello from an edit"))
+    assert raybake("tag", "-C", str(root), env=env).stdout == tag_before
+    proc = raybake("submit", "-C", str(root), "--", "python", "main.py", env=env, timeout=600)
+    assert "up to date" in proc.stderr and "building" not in proc.stderr
+    assert "worker says: hello from an edit" in proc.stdout
+
+
+def test_over_the_cap_fails_before_upload_naming_the_largest(example, tmp_path):
+    root, env = example
+    big = root / "data" / "weights.bin"
+    big.parent.mkdir(exist_ok=True)
+    big.write_bytes(os.urandom(3 * 2**20))
+    try:
+        with (root / "pyproject.toml").open("a") as f:
+            f.write("\n[tool.raybake]\nstage_max_mb = 2\n")
+        proc = raybake("submit", "-C", str(root), "--", "python", "main.py", env=env, check=False)
+        assert proc.returncode == 2
+        assert "data/weights.bin" in proc.stderr and ".rayignore" in proc.stderr
+        assert "starting a local Ray head" not in proc.stderr
+    finally:
+        big.unlink()
+        text = (root / "pyproject.toml").read_text()
+        (root / "pyproject.toml").write_text(text.replace("\n[tool.raybake]\nstage_max_mb = 2\n", ""))
+
+
+def test_staged_tree_never_holds_env_or_git(example, tmp_path):
+    root, env = example
+    out = tmp_path / "staged"
+    raybake("stage", "-C", str(root), "--out", str(out), env=env)
+    names = {p.relative_to(out).as_posix() for p in out.rglob("*")}
+    assert "main.py" in names and "src/ray_app/stats.py" in names
+    assert not any(re.match(r"(^|/)(\.env|\.git)(/|$)", n) for n in names), names
