@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import EXAMPLE
+from raybake.build import with_layers
 from raybake.dockerfile import render
 from raybake.plan import plan_build
 from raybake.project import load_project
@@ -18,6 +20,7 @@ CASES = {
     "small-full": ("small", "extras: [table]\ndev: true\napt_packages: [git, curl]\n"
                             "env:\n  OMP_NUM_THREADS: \"1\"\nindex_secrets: [UV_INDEX_CORP_PASSWORD]\n"),
     "workspace": ("workspace", None),
+    "example-layered": (EXAMPLE, None),
 }
 
 
@@ -30,7 +33,7 @@ def test_golden_dockerfile(copy_fixture, case):
         (root / "images/default.yaml").write_text(spec_yaml)
     project = load_project(root)
     (spec,) = load_specs(project, {"SSL_CERT_FILE": ""})
-    text = render(plan_build(project, spec, uv_version="0.0.0"))
+    text = render(with_layers(project, plan_build(project, spec, uv_version="0.0.0")))
     # The hash label varies with the host platform; the golden keeps its shape.
     text = re.sub(r'(input-hash=)"[0-9a-f]{64}"', r'\1"<hash>"', text)
     text = re.sub(r'(dev\.raybake\.version=)"[^"]+"', r'\1"<version>"', text)

@@ -110,3 +110,48 @@ def test_registry_unreachable(engine, copy_fixture):
     env = engine.env(RAYBAKE_REPOSITORY="127.0.0.1:1/team/small")
     assert_clean_error(raybake("build", "--push", "-C", str(root), env=env, check=False),
                        "cannot tell whether", "registry")
+
+
+# A bcrypt hash of a throwaway password: the registry demands credentials, none are given.
+HTPASSWD = "user:$2b$12$.wS8WYdN6AOXGfv6QNTBtuEk1hKUCjPZ1dKcsh9w7pN54gK.N/Nru\n"
+
+
+@pytest.fixture
+def auth_registry(tmp_path):
+    """A real registry on 127.0.0.1 that refuses anonymous access."""
+    import socket
+    import subprocess
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "htpasswd").write_text(HTPASSWD)
+    (tmp_path / "config.yml").write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/data\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  htpasswd:\n    realm: raybake-test\n    path: {tmp_path}/htpasswd\n")
+    proc = subprocess.Popen(["docker-registry", "serve", str(tmp_path / "config.yml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            except urllib.error.HTTPError:
+                break  # 401: up, and refusing
+            except OSError:
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.engine
+def test_registry_refusing_credentials(engine, copy_fixture, auth_registry):
+    root = copy_fixture("small")
+    env = engine.env(RAYBAKE_REPOSITORY=f"{auth_registry}/team/small")
+    assert_clean_error(raybake("build", "--push", "-C", str(root), env=env, check=False),
+                       "refused access", "docker login")

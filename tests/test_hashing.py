@@ -88,6 +88,7 @@ SPEC_CHANGES = {
     "platform": "platform: linux/arm64\n",
     "apt_packages": "apt_packages: [git]\n",
     "env": "env:\n  A: b\n",
+    "heavy_packages": "heavy_packages: [six]\n",
 }
 SPEC_NEUTRAL = {
     "repository": "repository: other/name\n",

@@ -19,11 +19,12 @@ from raybake import locks
 from raybake.dockerfile import render
 from raybake.errors import RaybakeError
 from raybake.paths import cache_dir
-from raybake.plan import BuildPlan, plan_build
+from raybake.layers import LayerInputs, can_split, layered
+from raybake.plan import BuildPlan, plan_build, uv_selection_args
 from raybake.project import Project, load_project
 from raybake.spec import ImageSpec, load_specs, select
 from raybake.tools import docker
-from raybake.tools.uv import lock_check, uv_bin, uv_version
+from raybake.tools.uv import export_requirements, lock_check, uv_bin, uv_version
 
 BuildStatus = str  # "built", "up to date", "pushed"
 
@@ -107,7 +108,7 @@ def build_plan(project: Project, plan: BuildPlan, *, push: bool = False, force: 
             return BuildResult(plan.reference, "up to date", None, None, None, time.monotonic() - start)
         if action == "build":
             reporter.step(f"building {plan.reference}")
-            image_id = _build_image(plan, reporter, no_cache=no_cache)
+            image_id = _build_image(with_layers(project, plan), reporter, no_cache=no_cache)
             try:
                 if verify is not None:
                     reporter.step(f"verifying the environment of {plan.reference}")
@@ -127,6 +128,14 @@ def build_plan(project: Project, plan: BuildPlan, *, push: bool = False, force: 
                        docker.image_size(plan.reference), time.monotonic() - start)
 
 
+def with_layers(project: Project, plan: BuildPlan) -> BuildPlan:
+    """The plan as built: the dependency install split into layers (raybake.layers)."""
+    if not can_split(project.pyproject):
+        return plan
+    export = export_requirements(project, uv_selection_args(plan.spec), hashes=True)
+    return layered(plan, LayerInputs(export, project.lock_bytes.decode("utf-8")))
+
+
 def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
     """Build into an untagged image; return its ID. Temporary files never outlive the call."""
     scratch = cache_dir() / "tmp"
@@ -138,6 +147,10 @@ def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
             dest = context / f.target
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f.source, dest)
+        for g in plan.generated_files:
+            dest = context / g.target
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_text(g.content, encoding="utf-8")
         uv_ctx = tmpdir / "uv"
         uv_ctx.mkdir()
         shutil.copy2(uv_bin(), uv_ctx / "uv")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from raybake.plan import CA_SECRET, PROJECT_DIR, BuildPlan, SyncLayer, base_dockerfile
+from raybake.plan import CA_SECRET, PROJECT_DIR, BuildPlan, PinnedLayer, SyncLayer, base_dockerfile
 
 UV_CACHE = "/root/.cache/uv"
 
@@ -19,7 +19,7 @@ def render(plan: BuildPlan) -> str:
         parts.append(_apt_layer(plan.apt_packages))
     if plan.env:
         parts.append("ENV " + " \\\n    ".join(f"{k}={json.dumps(v)}" for k, v in plan.env))
-    parts += [_sync_layer(plan, layer) for layer in plan.dep_layers]
+    parts += [_dep_layer(plan, layer) for layer in plan.dep_layers]
     parts.append("LABEL " + " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in plan.labels))
     return "\n".join(parts) + "\n"
 
@@ -34,9 +34,10 @@ def _apt_layer(packages: tuple[str, ...]) -> str:
     )
 
 
-def _sync_layer(plan: BuildPlan, layer: SyncLayer) -> str:
+def _uv_step(plan: BuildPlan, binds: tuple[str, ...], command: str) -> str:
+    """A RUN step for uv: its cache, the given bind mounts, the secrets."""
     mounts = [f"--mount=type=cache,target={UV_CACHE},id=raybake-uv-cache"]
-    mounts += [f"--mount=type=bind,source={f},target={PROJECT_DIR}/{f}" for f in plan.bind_files]
+    mounts += [f"--mount=type=bind,source={f},target={PROJECT_DIR}/{f}" for f in binds]
     # Secrets are mounted as files for this step only; they never reach a layer.
     # The CA mount is always there (optional), so the Dockerfile, and so the
     # image, do not depend on whether this machine needs a proxy CA.
@@ -46,6 +47,14 @@ def _sync_layer(plan: BuildPlan, layer: SyncLayer) -> str:
     script += [f'if [ -e /run/secrets/{n} ]; then export {n}="$(cat /run/secrets/{n})"; fi'
                for n in plan.index_secrets]
     # SOURCE_DATE_EPOCH makes uv's bytecode hash-based: the layer is reproducible.
-    script.append(f"cd {PROJECT_DIR} && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH uv sync "
-                  + " ".join(shlex.quote(a) for a in layer.uv_args))
+    script.append(f"cd {PROJECT_DIR} && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH {command}")
     return "RUN " + " \\\n    ".join(mounts) + " \\\n    " + " \\\n && ".join(script)
+
+
+def _dep_layer(plan: BuildPlan, layer: PinnedLayer | SyncLayer) -> str:
+    if isinstance(layer, PinnedLayer):
+        return (f"# {layer.tier} layer: {', '.join(layer.packages)}\n"
+                + _uv_step(plan, (layer.requirements,),
+                           f"uv pip install --python /opt/venv/bin/python --no-deps --require-hashes "
+                           f"-r {PROJECT_DIR}/{layer.requirements}"))
+    return _uv_step(plan, plan.bind_files, "uv sync " + " ".join(shlex.quote(a) for a in layer.uv_args))

@@ -69,6 +69,8 @@ def hash_document(project: Project, spec: ImageSpec, *, uv_version: str,
         "platform": spec.platform,
         "apt_packages": sorted(spec.apt_packages),
         "env": dict(sorted(spec.env)),
+        # Layering does not change the environment but does change the image.
+        "heavy_packages": sorted(spec.heavy_packages),
     }
 
 

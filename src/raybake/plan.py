@@ -16,7 +16,7 @@ from raybake.project import Project
 from raybake.spec import ImageSpec
 
 # Bump when render() changes what it emits for the same plan: it is hashed.
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2
 SOURCE_DATE_EPOCH = 0  # fixed, for reproducible digests
 PROJECT_DIR = "/opt/project"  # where the lock and pyproject are bound during uv sync
 SUPPORTED_LOCK_VERSION = 1  # uv.lock `version` the bundled uv reads
@@ -64,19 +64,38 @@ class SyncLayer:
 
 
 @dataclass(frozen=True)
+class PinnedLayer:
+    """One ``RUN uv pip install --no-deps --require-hashes`` of a fixed set of
+    locked packages; see raybake.layers."""
+
+    tier: str
+    packages: tuple[str, ...]
+    requirements: str  # context path of the generated requirements file
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    """A file raybake writes into the build context."""
+
+    target: str
+    content: str
+
+
+@dataclass(frozen=True)
 class BuildPlan:
     spec: ImageSpec
     input_hash: InputHash
     reference: str
     apt_packages: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
-    dep_layers: tuple[SyncLayer, ...]
+    dep_layers: tuple[PinnedLayer | SyncLayer, ...]  # lowest first; the last is the sync
     context_files: tuple[ContextFile, ...]
     bind_files: tuple[str, ...]  # context paths bound into PROJECT_DIR for uv
     secrets: tuple[BuildSecret, ...]  # what this machine passes; values never hashed
     index_secrets: tuple[str, ...]  # environment variable names uv reads
     build_args: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
+    generated_files: tuple[GeneratedFile, ...] = ()
 
     @property
     def tag(self) -> str:

@@ -59,6 +59,7 @@ FIELDS: dict[str, FieldDoc] = {
     "ca_bundle": FieldDoc(str, "CA bundle for HTTPS through a proxy (passed as a secret)"),
     "index_secrets": FieldDoc(list, "names of environment variables (e.g. UV_INDEX_PRIVATE_PASSWORD) passed to uv as secrets"),
     "import_skip": FieldDoc(list, "top-level modules `raybake verify` does not import"),
+    "heavy_packages": FieldDoc(list, "packages for the lowest dependency layer (default: chosen by size from the lock)"),
     # Project-wide ([tool.raybake]): what `raybake stage` ships as working_dir.
     # Not image inputs, so never hashed.
     "stage_include": FieldDoc(list, "gitignore-style patterns staged even when excluded (secrets only by exact name)"),
@@ -88,6 +89,7 @@ class ImageSpec:
     ca_bundle: Path | None = None
     index_secrets: tuple[str, ...] = ()
     import_skip: tuple[str, ...] = ()
+    heavy_packages: tuple[str, ...] = ()
 
 
 def host_platform() -> str:
@@ -276,4 +278,5 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         ca_bundle=ca_path,
         index_secrets=tuple(sorted(set(fields.get("index_secrets", ())))),
         import_skip=tuple(sorted(set(fields.get("import_skip", ())))),
+        heavy_packages=tuple(sorted(set(fields.get("heavy_packages", ())))),
     )

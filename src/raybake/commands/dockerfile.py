@@ -2,7 +2,7 @@ from pathlib import Path
 
 import click
 
-from raybake.build import plans_for
+from raybake.build import plans_for, with_layers
 from raybake.commands.options import project_option
 from raybake.dockerfile import render
 from raybake.project import load_project
@@ -13,5 +13,6 @@ from raybake.project import load_project
 @project_option
 def command(name: str | None, project_dir: Path) -> None:
     """Print the generated Dockerfile of an image spec."""
-    (plan,) = plans_for(load_project(project_dir), (name,) if name else ())
-    click.echo(render(plan), nl=False)
+    project = load_project(project_dir)
+    (plan,) = plans_for(project, (name,) if name else ())
+    click.echo(render(with_layers(project, plan)), nl=False)

@@ -56,10 +56,12 @@ def lock_check(project: Project) -> None:
     memo.touch()
 
 
-def export_requirements(project: Project, selection: tuple[str, ...]) -> str:
+def export_requirements(project: Project, selection: tuple[str, ...], *, hashes: bool = False) -> str:
     """The lock's selection as requirements.txt lines with markers (no network)."""
-    args = [uv_bin(), "export", "--frozen", "--no-emit-project", "--no-hashes", "--no-header",
+    args = [uv_bin(), "export", "--frozen", "--no-emit-project", "--no-header",
             "--no-annotate", "--format", "requirements-txt", "--no-progress"]
+    if not hashes:
+        args.append("--no-hashes")
     if project.members:
         args.append("--no-emit-workspace")
     return run([*args, *selection], cwd=project.root, timeout=120).stdout

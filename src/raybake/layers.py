@@ -1,0 +1,93 @@
+"""Splitting the dependency install into layers: heaviest, most stable lowest.
+
+A single ``uv sync`` layer means one small new package re-installs and
+re-exports the whole environment. Lower layers here install fixed sets of
+locked wheels (``uv pip install --no-deps --require-hashes`` of a generated
+requirements file); the file's bytes only change when one of its packages
+does, so BuildKit reuses the layer otherwise. The top layer is the usual
+``uv sync --frozen``, which installs the rest and makes the environment
+exactly the lock. Pure: the caller supplies uv's export and the lock text."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, replace
+
+from raybake.plan import BuildPlan, GeneratedFile, PinnedLayer
+from raybake.project import canonicalize_name
+
+MiB = 2**20
+# Wheel size (compressed, from uv.lock) from which a package gets a lower layer.
+TIERS = (("heavy", 10 * MiB), ("medium", 1 * MiB))
+_REQ_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def package_sizes(lock_text: str, platform: str) -> dict[str, int]:
+    """Each locked package's size: its largest wheel for this platform's
+    architecture (or pure-Python wheel), else its sdist."""
+    arch = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}.get(platform, platform.rsplit("/", 1)[-1])
+    sizes: dict[str, int] = {}
+    for pkg in tomllib.loads(lock_text).get("package", []):
+        wheels = [w.get("size", 0) for w in pkg.get("wheels", [])
+                  if arch in w.get("url", w.get("filename", "")) or "-none-any" in w.get("url", "")]
+        size = max(wheels, default=pkg.get("sdist", {}).get("size", 0))
+        sizes[canonicalize_name(pkg["name"])] = size
+    return sizes
+
+
+def requirement_blocks(export_text: str) -> dict[str, str]:
+    """``uv export`` (with hashes) split into one block per package, by name."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in export_text.splitlines():
+        if line.startswith((" ", "\t")) and current is not None:
+            current.append(line)
+            continue
+        m = _REQ_NAME.match(line)
+        current = None
+        if m and not line.startswith(("#", "-")):
+            current = blocks.setdefault(canonicalize_name(m.group(1)), [])
+            current.append(line)
+    return {name: "\n".join(lines) + "\n" for name, lines in blocks.items()}
+
+
+def split(sizes: dict[str, int], names: set[str], heavy_override: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
+    """(tier, packages) from the lowest layer up; the sync layer takes the rest."""
+    if heavy_override:
+        chosen = tuple(sorted(canonicalize_name(n) for n in heavy_override if canonicalize_name(n) in names))
+        return [("heavy", chosen)] if chosen else []
+    layers, taken = [], set()
+    for tier, floor in TIERS:
+        members = tuple(sorted(n for n in names - taken if sizes.get(n, 0) >= floor))
+        if members:
+            layers.append((tier, members))
+            taken.update(members)
+    return layers
+
+
+@dataclass(frozen=True)
+class LayerInputs:
+    export_text: str  # `uv export --frozen` of the spec's selection, with hashes
+    lock_text: str
+
+
+def layered(plan: BuildPlan, inputs: LayerInputs) -> BuildPlan:
+    """The plan with the dependency install split into pinned layers + the final sync."""
+    blocks = requirement_blocks(inputs.export_text)
+    sizes = package_sizes(inputs.lock_text, plan.spec.platform)
+    layers, files = [], []
+    for tier, packages in split(sizes, set(blocks), plan.spec.heavy_packages):
+        target = f"layers/{tier}.txt"
+        files.append(GeneratedFile(target, "".join(blocks[p] for p in packages)))
+        layers.append(PinnedLayer(tier, packages, target))
+    return replace(plan, dep_layers=(*layers, *plan.dep_layers), generated_files=tuple(files))
+
+
+def can_split(pyproject: dict) -> bool:
+    """Pinned layers install from the default index; a project with its own
+    indexes or non-workspace sources keeps the single ``uv sync`` layer."""
+    uv = pyproject.get("tool", {}).get("uv", {})
+    if any(k in uv for k in ("index", "index-url", "extra-index-url", "find-links")):
+        return False
+    return all(isinstance(src, dict) and src.get("workspace") for src in uv.get("sources", {}).values())
