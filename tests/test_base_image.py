@@ -1,12 +1,12 @@
 """Dockerfile.base builds on the real engine and gives Python, uv and pip."""
 
 import pytest
+from conftest import REPO
 
 from raybake.plan import template_digest  # noqa: F401 (the packaged template is the repo's file)
 from raybake.tools import docker as engine_docker
 from raybake.tools.docker import BuildRequest, build_oci, load_archive
 from raybake.tools.uv import uv_bin, uv_version
-from conftest import REPO
 
 pytestmark = pytest.mark.engine
 

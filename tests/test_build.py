@@ -4,7 +4,6 @@ import re
 import time
 
 import pytest
-
 from helpers import docker, raybake
 
 pytestmark = pytest.mark.engine

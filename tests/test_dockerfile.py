@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLE
+
 from raybake.build import with_layers
 from raybake.dockerfile import render
 from raybake.plan import plan_build

@@ -3,8 +3,8 @@ exit, no traceback, nothing tagged or pushed. The README's failure table
 lists the same messages."""
 
 import pytest
-
 from helpers import docker, raybake
+
 from raybake.errors import EngineError
 from raybake.tools.docker import _mapped
 

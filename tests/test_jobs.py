@@ -4,8 +4,8 @@ import json
 
 import pytest
 import yaml
-
 from helpers import raybake
+
 from raybake.jobs import entrypoint_command
 
 

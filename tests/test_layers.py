@@ -5,9 +5,9 @@ import json
 import subprocess
 
 import pytest
-
 from conftest import EXAMPLE
 from helpers import docker, raybake
+
 from raybake.layers import MiB, can_split, package_sizes, requirement_blocks, split
 
 EXPORT = """\

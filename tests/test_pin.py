@@ -19,8 +19,7 @@ import yaml
 from helpers import docker, raybake
 
 from raybake.errors import ProjectError
-from raybake.pin import (PIN_FILE, compute_pin, pinned_reference, read_pin, render_pin,
-                         write_pin)
+from raybake.pin import PIN_FILE, compute_pin, pinned_reference, read_pin, render_pin, write_pin
 from raybake.project import load_project
 from raybake.tools.uv import uv_bin
 

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from helpers import docker, raybake
 
 pytestmark = pytest.mark.engine

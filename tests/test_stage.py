@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from helpers import raybake
+
 from raybake.errors import SpecError, StageError
 from raybake.project import load_project
 from raybake.stage import MARKER, STAGED_MTIME, stage_project, stage_tree
@@ -233,7 +233,7 @@ def test_existing_staged_dir_is_replaced_atomically(small, tmp_path):
     stage_tree(small, out, members=[])
     write(out, "stale.txt")
     write(small, "new.py")
-    staged = stage_tree(small, out, members=[])
+    stage_tree(small, out, members=[])
     assert "new.py" in staged_names(out) and "stale.txt" not in staged_names(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "small"]  # no temporary left
 

@@ -5,9 +5,9 @@ import shutil
 import uuid
 
 import pytest
-
-from helpers import docker, raybake
 from conftest import FIXTURES
+from helpers import docker, raybake
+
 from raybake.project import load_project
 from raybake.spec import load_specs
 from raybake.verify import compare, locked_selection

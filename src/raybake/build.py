@@ -14,19 +14,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from raybake import locks
 from raybake.dockerfile import render
-from raybake.errors import RaybakeError
-from raybake.paths import cache_dir
 from raybake.layers import LayerInputs, can_split, layered
+from raybake.paths import cache_dir
 from raybake.plan import BuildPlan, plan_build, uv_selection_args
 from raybake.project import Project, load_project
-from raybake.spec import ImageSpec, load_specs, select
+from raybake.spec import load_specs, select
 from raybake.tools import docker
 from raybake.tools.uv import export_requirements, lock_check, uv_bin, uv_version
 
-BuildStatus = str  # "built", "up to date", "pushed"
+BuildStatus = Literal["built", "built and pushed", "pushed", "up to date"]
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,3 @@ def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
         ), on_line=reporter.build_line)
         reporter.step("loading the image into the local store")
         return docker.load_archive(archive)
-
-
-__all__ = ["BuildResult", "Reporter", "RaybakeError", "build", "build_plan", "plans_for",
-           "is_registry_repository", "ImageSpec"]

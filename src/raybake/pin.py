@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from raybake.errors import ImageMissing, ProjectError, RaybakeError, StaleError
+from raybake.errors import ImageMissing, ProjectError, StaleError
 from raybake.project import Project
 
 PIN_FILE = "raybake-pin.json"

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from typing import Any
 
-from raybake.errors import RaybakeError, VerificationFailed
+from raybake.errors import VerificationFailed
 from raybake.plan import BuildPlan, uv_selection_args
 from raybake.project import Project, canonicalize_name
 from raybake.spec import ImageSpec
@@ -172,6 +172,3 @@ def verify_or_raise(project: Project, plan: BuildPlan, image_id: str) -> None:
             f"the built image's environment does not match the lock; it was not tagged:\n{report.render()}",
             fix="fix what the findings name (the lock, the spec's groups/extras, import_skip for modules "
                 "that cannot import without hardware), then build again")
-
-
-__all__ = ["Finding", "VerifyReport", "verify_image", "verify_or_raise", "compare", "RaybakeError"]

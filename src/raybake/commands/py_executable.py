@@ -6,11 +6,16 @@ import click
 
 from raybake.commands.options import project_option
 from raybake.project import load_project
-from raybake.py_executable import (DEFAULT_ENV_ROOT, DEFAULT_OUT, DEFAULT_TIMEOUT, ray_ignore_file,
-                                   render_wrapper, write_wrapper)
+from raybake.py_executable import (
+    DEFAULT_ENV_ROOT,
+    DEFAULT_OUT,
+    DEFAULT_TIMEOUT,
+    ray_ignore_file,
+    render_wrapper,
+    write_wrapper,
+)
 from raybake.spec import load_specs, select
 from raybake.tools.uv import lock_check
-
 
 HELP = f"""Write a py_executable wrapper for clusters that cannot use a custom image.
 

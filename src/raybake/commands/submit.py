@@ -16,10 +16,11 @@ def command(args: tuple[str, ...], address: str | None, project_dir: Path) -> No
 
     With no --address and no RAY_ADDRESS, a one-node Ray cluster is started
     inside the built image on loopback and removed afterwards."""
+    import os
+
     from raybake.jobs import submit
     from raybake.project import load_project
     from raybake.spec import load_specs
-    import os
 
     # NAME is optional: the first argument is a spec name only if one is called so.
     names: tuple[str, ...] = ()
