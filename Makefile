@@ -29,5 +29,9 @@ example: env engine
 test: env engine
 	@$(UV) run --frozen pytest
 
+# Benchmarks (not tests): builds against two plain Dockerfiles and Ray start-up
+# (tables and chart under benchmarks/results/), then verification and hook times.
 bench: env engine
-	@$(UV) run --frozen python benchmarks/run.py
+	@$(UV) run --frozen --with matplotlib python benchmarks/run.py
+	@$(UV) run --frozen python benchmarks/verify.py
+	@$(UV) run --frozen python benchmarks/hooks.py

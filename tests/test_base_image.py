@@ -5,7 +5,7 @@ from conftest import REPO
 
 from raybake.plan import template_digest  # noqa: F401 (the packaged template is the repo's file)
 from raybake.tools import docker as engine_docker
-from raybake.tools.docker import BuildRequest, build_oci, load_archive
+from raybake.tools.docker import BuildRequest, build_image
 from raybake.tools.uv import uv_bin, uv_version
 
 pytestmark = pytest.mark.engine
@@ -19,11 +19,10 @@ def test_dockerfile_base_builds_and_runs(engine, tmp_path):
     context = tmp_path / "ctx"
     context.mkdir()
     lines: list[str] = []
-    build_oci(BuildRequest(
+    image = build_image(BuildRequest(
         context=context, dockerfile=REPO / "Dockerfile.base", build_contexts={"uv": uv_dir},
         build_args={"BASE_IMAGE": engine.base_image, "PYTHON_VERSION": "3.11"}, secrets=(),
-        network="host", platform="linux/amd64", oci_dest=tmp_path / "base.tar"), on_line=lines.append)
-    image = load_archive(tmp_path / "base.tar")
+        network="host", platform="linux/amd64", metadata_file=tmp_path / "metadata.json"), on_line=lines.append)
     try:
         assert engine_docker.run_container(image, ["python", "-c", "import sys; print(sys.prefix)"]) \
             == (0, "/opt/venv", "")

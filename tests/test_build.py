@@ -70,14 +70,18 @@ def test_unreachable_registry_is_an_error_not_assumed_present(engine, copy_fixtu
 
 
 def test_two_clean_builds_give_the_same_digest(engine, copy_fixture, unique_repo):
+    """Every layer is reproducible: the base, a pinned layer (six) and the sync layer (the extra)."""
     root = copy_fixture("small")
+    with (root / "pyproject.toml").open("a") as f:
+        f.write('\n[tool.raybake]\nheavy_packages = ["six"]\nextras = ["table"]\n')
     env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
-    ids = []
+    images = []
     for _ in range(2):
         raybake("build", "--force", "--no-cache", "-C", str(root), env=env)
         ref = raybake("tag", "-C", str(root), env=env).stdout.strip()
-        ids.append(docker("image", "inspect", "--format", "{{.Id}}", ref).stdout.strip())
-    assert ids[0] == ids[1]
+        images.append(docker("image", "inspect", "--format", "{{.Id}} {{json .RootFS.Layers}}", ref).stdout.strip())
+        time.sleep(1.1)  # file times would differ by at least a second if they leaked into a layer
+    assert images[0] == images[1]
 
 
 def test_workspace_installs_members_dependencies_not_members(engine, copy_fixture, unique_repo):

@@ -22,7 +22,9 @@ def start(root: Path, env: dict, *args: str) -> subprocess.Popen:
 def test_two_builds_of_one_spec_build_once(engine, copy_fixture, unique_repo, tmp_path):
     root = copy_fixture("small")
     env = engine.env(RAYBAKE_REPOSITORY=unique_repo, RAYBAKE_CACHE_DIR=str(tmp_path / "cache"))
-    procs = [start(root, env), start(root, env)]
+    # --no-cache keeps the build long enough (cached layers take a second) for the
+    # second process to find the first one at work.
+    procs = [start(root, env, "--no-cache"), start(root, env, "--no-cache")]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     statuses = sorted(out.split()[1] for out, _ in outs)

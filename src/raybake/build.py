@@ -20,7 +20,7 @@ from raybake import locks
 from raybake.dockerfile import render
 from raybake.layers import LayerInputs, can_split, layered
 from raybake.paths import cache_dir
-from raybake.plan import BuildPlan, plan_build, uv_selection_args
+from raybake.plan import SOURCE_DATE_EPOCH, BuildPlan, plan_build, uv_selection_args
 from raybake.project import Project, load_project
 from raybake.spec import load_specs, select
 from raybake.tools import docker
@@ -154,10 +154,10 @@ def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
         uv_ctx = tmpdir / "uv"
         uv_ctx.mkdir()
         shutil.copy2(uv_bin(), uv_ctx / "uv")
+        os.utime(uv_ctx / "uv", (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))  # COPY keeps it: same bytes on every machine
         dockerfile = tmpdir / "Dockerfile"
         dockerfile.write_text(render(plan), encoding="utf-8")
-        archive = tmpdir / "image.oci.tar"
-        docker.build_oci(docker.BuildRequest(
+        return docker.build_image(docker.BuildRequest(
             context=context,
             dockerfile=dockerfile,
             build_contexts={"uv": uv_ctx},
@@ -165,8 +165,6 @@ def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
             secrets=tuple(s.cli_value() for s in plan.secrets),
             network=plan.spec.network,
             platform=plan.spec.platform,
-            oci_dest=archive,
+            metadata_file=tmpdir / "metadata.json",
             cache=not no_cache,
         ), on_line=reporter.build_line)
-        reporter.step("loading the image into the local store")
-        return docker.load_archive(archive)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import shlex
 
-from raybake.plan import CA_SECRET, PROJECT_DIR, BuildPlan, PinnedLayer, SyncLayer, base_dockerfile
+from raybake.plan import CA_SECRET, SEAL_SCRIPT, PROJECT_DIR, BuildPlan, PinnedLayer, SyncLayer, base_dockerfile
 
 UV_CACHE = "/root/.cache/uv"
+VENV_PYTHON = "/opt/venv/bin/python"
 
 
 def render(plan: BuildPlan) -> str:
@@ -35,9 +36,11 @@ def _apt_layer(packages: tuple[str, ...]) -> str:
 
 
 def _uv_step(plan: BuildPlan, binds: tuple[str, ...], command: str) -> str:
-    """A RUN step for uv: its cache, the given bind mounts, the secrets."""
+    """A RUN step for uv: its cache, the given bind mounts, the secrets; then
+    seals the layer: byte-compiles what it installed, fixes its file times (seal_layer.py)."""
     mounts = [f"--mount=type=cache,target={UV_CACHE},id=raybake-uv-cache"]
-    mounts += [f"--mount=type=bind,source={f},target={PROJECT_DIR}/{f}" for f in binds]
+    mounts += [f"--mount=type=bind,source={f},target={PROJECT_DIR}/{f}" for f in (*binds, SEAL_SCRIPT)]
+    mounts.append("--mount=type=tmpfs,target=/tmp")  # uv's project lock file stays out of the layer
     # Secrets are mounted as files for this step only; they never reach a layer.
     # The CA mount is always there (optional), so the Dockerfile, and so the
     # image, do not depend on whether this machine needs a proxy CA.
@@ -46,8 +49,12 @@ def _uv_step(plan: BuildPlan, binds: tuple[str, ...], command: str) -> str:
     script = [f"if [ -s /run/secrets/{CA_SECRET} ]; then export SSL_CERT_FILE=/run/secrets/{CA_SECRET}; fi"]
     script += [f'if [ -e /run/secrets/{n} ]; then export {n}="$(cat /run/secrets/{n})"; fi'
                for n in plan.index_secrets]
-    # SOURCE_DATE_EPOCH makes uv's bytecode hash-based: the layer is reproducible.
-    script.append(f"cd {PROJECT_DIR} && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH {command}")
+    # PYTHONDONTWRITEBYTECODE: raybake's own Python runs must not leave stdlib .pyc files.
+    script.append(f"start=$(PYTHONDONTWRITEBYTECODE=1 {VENV_PYTHON} -c 'import time; print(time.time())')")
+    # The image's UV_COMPILE_BYTECODE=1 would make uv recompile everything.
+    script.append(f"cd {PROJECT_DIR} && UV_COMPILE_BYTECODE=0 {command}")
+    script.append(f'SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 {VENV_PYTHON} '
+                  f'{PROJECT_DIR}/{SEAL_SCRIPT} "$start"')
     return "RUN " + " \\\n    ".join(mounts) + " \\\n    " + " \\\n && ".join(script)
 
 
@@ -55,6 +62,6 @@ def _dep_layer(plan: BuildPlan, layer: PinnedLayer | SyncLayer) -> str:
     if isinstance(layer, PinnedLayer):
         return (f"# {layer.tier} layer: {', '.join(layer.packages)}\n"
                 + _uv_step(plan, (layer.requirements,),
-                           f"uv pip install --python /opt/venv/bin/python --no-deps --require-hashes "
+                           f"uv pip install --python {VENV_PYTHON} --no-deps --require-hashes "
                            f"-r {PROJECT_DIR}/{layer.requirements}"))
     return _uv_step(plan, plan.bind_files, "uv sync " + " ".join(shlex.quote(a) for a in layer.uv_args))

@@ -81,7 +81,7 @@ def layered(plan: BuildPlan, inputs: LayerInputs) -> BuildPlan:
         target = f"layers/{tier}.txt"
         files.append(GeneratedFile(target, "".join(blocks[p] for p in packages)))
         layers.append(PinnedLayer(tier, packages, target))
-    return replace(plan, dep_layers=(*layers, *plan.dep_layers), generated_files=tuple(files))
+    return replace(plan, dep_layers=(*layers, *plan.dep_layers), generated_files=(*plan.generated_files, *files))
 
 
 def can_split(pyproject: dict) -> bool:

@@ -16,12 +16,13 @@ from raybake.project import Project
 from raybake.spec import ImageSpec
 
 # Bump when render() changes what it emits for the same plan: it is hashed.
-TEMPLATE_VERSION = 2
+TEMPLATE_VERSION = 3
 SOURCE_DATE_EPOCH = 0  # fixed, for reproducible digests
 PROJECT_DIR = "/opt/project"  # where the lock and pyproject are bound during uv sync
 SUPPORTED_LOCK_VERSION = 1  # uv.lock `version` the bundled uv reads
 LABEL_PREFIX = "dev.raybake"
 CA_SECRET = "ca"
+SEAL_SCRIPT = "raybake/seal_layer.py"  # context path; run after each dependency install
 
 
 @cache
@@ -30,9 +31,15 @@ def base_dockerfile() -> str:
 
 
 @cache
+def seal_script() -> str:
+    return files("raybake").joinpath("templates/seal_layer.py").read_text(encoding="utf-8")
+
+
+@cache
 def template_digest() -> str:
     h = hashlib.sha256(f"raybake-template-{TEMPLATE_VERSION}\n".encode())
     h.update(base_dockerfile().encode())
+    h.update(seal_script().encode())
     return h.hexdigest()
 
 
@@ -171,4 +178,5 @@ def plan_build(project: Project, spec: ImageSpec, *, uv_version: str) -> BuildPl
                 (f"{LABEL_PREFIX}.spec", spec.name),
                 (f"{LABEL_PREFIX}.project", project.name),
                 (f"{LABEL_PREFIX}.version", __version__)),
+        generated_files=(GeneratedFile(SEAL_SCRIPT, seal_script()),),
     )

@@ -15,9 +15,11 @@ ARG SOURCE_DATE_EPOCH=0
 # working_dir, and installing it here would clash with that copy at run time
 # ("failed to remove directory ... .dist-info: Directory not empty").
 # RAY_ENABLE_UV_RUN_RUNTIME_ENV=0 stops Ray from re-running `uv run` per worker.
+# No UV_PYTHON: it would outrank the interpreter of Ray's runtime_env `uv`
+# plugin (`python -m uv pip install` in a cloned venv), sending its installs
+# into /opt/venv where the task's workers never look.
 ENV VIRTUAL_ENV=/opt/venv \
     UV_PROJECT_ENVIRONMENT=/opt/venv \
-    UV_PYTHON=/opt/venv/bin/python \
     UV_LINK_MODE=copy \
     UV_COMPILE_BYTECODE=1 \
     UV_PYTHON_DOWNLOADS=never \
@@ -26,16 +28,21 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
 
-COPY --from=uv uv /usr/local/bin/uv
-
 # `python -m venv` seeds pip from the interpreter's bundled wheel (no network):
 # Ray bootstraps per-task environments with pip. SOURCE_DATE_EPOCH makes the
-# .pyc files hash-based, so the layer is reproducible.
-RUN command -v "python${PYTHON_VERSION}" >/dev/null \
+# .pyc files hash-based and is every new file's time, so the layer is reproducible
+# (a COPY of uv would stamp /usr/local/bin with the build's time).
+RUN --mount=type=bind,from=uv,target=/run/raybake-uv \
+    command -v "python${PYTHON_VERSION}" >/dev/null \
       || { echo "base image has no python${PYTHON_VERSION}; set python or base_image in the raybake spec" >&2; exit 1; } \
+ && export PYTHONDONTWRITEBYTECODE=1 \
  && SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH} "python${PYTHON_VERSION}" -m venv /opt/venv \
  && /opt/venv/bin/python -c "import pip" \
- && rm -rf /root/.cache
+ && rm -rf /root/.cache \
+ && cp /run/raybake-uv/uv /usr/local/bin/uv \
+ && mkdir -p /opt/project \
+ && find /opt /usr/local/bin/uv /usr/local/bin -maxdepth 0 -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} + \
+ && find /opt/venv /opt/project -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} +
 
 WORKDIR /opt/project
 
@@ -43,21 +50,33 @@ WORKDIR /opt/project
 # heavy layer: numpy, pandas, pyarrow, ray
 RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
     --mount=type=bind,source=layers/heavy.txt,target=/opt/project/layers/heavy.txt \
+    --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
+    --mount=type=tmpfs,target=/tmp \
     --mount=type=secret,id=ca,required=false \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
- && cd /opt/project && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH uv pip install --python /opt/venv/bin/python --no-deps --require-hashes -r /opt/project/layers/heavy.txt
+ && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
+ && cd /opt/project && UV_COMPILE_BYTECODE=0 uv pip install --python /opt/venv/bin/python --no-deps --require-hashes -r /opt/project/layers/heavy.txt \
+ && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
 # medium layer: aiohttp, cryptography, grpcio, py-spy, pydantic-core, virtualenv
 RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
     --mount=type=bind,source=layers/medium.txt,target=/opt/project/layers/medium.txt \
+    --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
+    --mount=type=tmpfs,target=/tmp \
     --mount=type=secret,id=ca,required=false \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
- && cd /opt/project && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH uv pip install --python /opt/venv/bin/python --no-deps --require-hashes -r /opt/project/layers/medium.txt
+ && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
+ && cd /opt/project && UV_COMPILE_BYTECODE=0 uv pip install --python /opt/venv/bin/python --no-deps --require-hashes -r /opt/project/layers/medium.txt \
+ && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
 RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
     --mount=type=bind,source=pyproject.toml,target=/opt/project/pyproject.toml \
     --mount=type=bind,source=uv.lock,target=/opt/project/uv.lock \
+    --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
+    --mount=type=tmpfs,target=/tmp \
     --mount=type=secret,id=ca,required=false \
     if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
- && cd /opt/project && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH uv sync --frozen --no-install-project --no-dev --no-default-groups
+ && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
+ && cd /opt/project && UV_COMPILE_BYTECODE=0 uv sync --frozen --no-install-project --no-dev --no-default-groups \
+ && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
 LABEL dev.raybake.input-hash="<hash>" \
       dev.raybake.spec="default" \
       dev.raybake.project="ray-app" \

@@ -125,14 +125,16 @@ class BuildRequest:
     secrets: tuple[str, ...]
     network: str
     platform: str
-    oci_dest: Path
+    metadata_file: Path  # buildx writes the image's digest here
     cache: bool = True
 
 
-def build_oci(req: BuildRequest, on_line: Callable[[str], None]) -> None:
-    """Build to an OCI archive with rewritten timestamps (reproducible digests).
+def build_image(req: BuildRequest, on_line: Callable[[str], None]) -> str:
+    """Build and load into the local store, untagged; return the image ID.
 
-    The docker driver refuses rewrite-timestamp with --load, hence archive + load."""
+    Loaded directly (no OCI archive, no rewrite-timestamp): only layers that
+    changed are compressed and stored again. The dependency steps set their
+    own file times (raybake.dockerfile), which keeps the layers reproducible."""
     docker_exc = _docker_exception()
     tail: list[str] = []  # the last lines, for the error message
     try:
@@ -145,7 +147,8 @@ def build_oci(req: BuildRequest, on_line: Callable[[str], None]) -> None:
             secrets=list(req.secrets),
             network=None if req.network == "default" else req.network,
             platforms=[req.platform],
-            output={"type": "oci", "dest": str(req.oci_dest), "rewrite-timestamp": "true"},
+            load=True,
+            metadata_file=req.metadata_file,
             provenance=False,
             cache=req.cache,
             progress="plain",
@@ -161,6 +164,11 @@ def build_oci(req: BuildRequest, on_line: Callable[[str], None]) -> None:
             raise mapped from None
         detail = _failure_detail(tail) or (exc.stderr or "").strip()
         raise BuildError(f"the image build failed:\n{detail}", fix=_build_fix(detail)) from None
+    try:
+        return json.loads(req.metadata_file.read_text())["containerimage.digest"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BuildError(f"buildx reported no image digest ({exc})",
+                         fix="upgrade docker buildx (0.10 or newer)") from None
 
 
 _STEP_OUTPUT = re.compile(r"^#\d+ \d+\.\d+ (.*)$")
@@ -185,15 +193,6 @@ def _build_fix(detail: str) -> str:
     if "Failed to fetch" in detail or "error sending request" in detail or "dns error" in detail:
         return "the package index is unreachable from the build: check network/proxy settings and the index URL"
     return "read uv's or the step's output above; fix the spec or the lock and build again"
-
-
-def load_archive(path: Path) -> str:
-    """Load an OCI archive; return the image ID (the manifest digest, containerd store)."""
-    out = _call(_client().image.load, path, quiet=True)
-    ids = [x for x in (out or []) if x]
-    if not ids:
-        raise BuildError(f"docker load of {path} reported no image")
-    return ids[-1]
 
 
 def tag(image_id: str, reference: str) -> None:
