@@ -226,8 +226,10 @@ def image_layers(reference: str) -> list[tuple[str, int]]:
     diff_ids = json.loads(capture(["docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}", reference]))
     sizes = [int(s) for s in capture(["docker", "history", "--no-trunc", "--human=false", "--format", "{{.Size}}",
                                       reference]).split()][::-1]
-    real = [d for d in diff_ids if d != EMPTY_LAYER]
     nonzero = [s for s in sizes if s > 0]
+    if len(diff_ids) == len(nonzero):  # an empty-tar layer (WORKDIR of an existing dir) has a size too
+        return list(zip(diff_ids, nonzero))
+    real = [d for d in diff_ids if d != EMPTY_LAYER]
     if len(real) != len(nonzero):  # cannot map: sizes unknown, count the layers only
         return [(d, -1) for d in real]
     return list(zip(real, nonzero))

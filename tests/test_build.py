@@ -82,6 +82,11 @@ def test_two_clean_builds_give_the_same_digest(engine, copy_fixture, unique_repo
         images.append(docker("image", "inspect", "--format", "{{.Id}} {{json .RootFS.Layers}}", ref).stdout.strip())
         time.sleep(1.1)  # file times would differ by at least a second if they leaked into a layer
     assert images[0] == images[1]
+    # Each layer byte-compiled what it installed: no module is left without its .pyc.
+    probe = ("import importlib.util as u, pathlib, sysconfig; "
+             "site = pathlib.Path(sysconfig.get_paths()['purelib']); "
+             "print([str(p) for p in site.rglob('*.py') if not pathlib.Path(u.cache_from_source(p)).exists()])")
+    assert docker("run", "--rm", "--network", "none", ref, "python", "-c", probe).stdout.strip() == "[]"
 
 
 def test_workspace_installs_members_dependencies_not_members(engine, copy_fixture, unique_repo):

@@ -62,6 +62,7 @@ def test_environment_overrides_every_spec(copy_fixture):
         ("network: bridge\n", r"network must be default, host or none"),
         ("repository: Not Valid\n", r"is not a valid image repository"),
         ("env:\n  1BAD: x\n", r"not a valid environment variable name"),
+        ("python: \"3.11\"\nstage_max_mb: 5\n", r"images/bad.yaml:2: 'stage_max_mb' is project-wide"),
     ],
 )
 def test_spec_errors_name_file_line_and_fix(copy_fixture, yaml_text, expected):

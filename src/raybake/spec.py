@@ -66,6 +66,7 @@ FIELDS: dict[str, FieldDoc] = {
     "stage_exclude": FieldDoc(list, "gitignore-style patterns left out of the staged working_dir"),
     "stage_max_mb": FieldDoc(int, "size cap of the staged working_dir in MiB (default 100)"),
 }
+PROJECT_FIELDS = ("stage_include", "stage_exclude", "stage_max_mb")  # [tool.raybake] only
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "a whole number", list: "a list of strings",
                dict: "a mapping of names to strings"}
 
@@ -153,7 +154,12 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec must be a mapping of fields, not {type(data).__name__}",
                         fix="write `field: value` lines, e.g. `base_image: python:3.11-slim`")
-    return _validate(data, str(path), node)
+    fields = _validate(data, str(path), node)
+    for key in PROJECT_FIELDS:
+        if key in fields:
+            raise SpecError(f"{_at(str(path), node, (key,))}: '{key}' is project-wide, not part of an image spec",
+                            fix="move it to [tool.raybake] in pyproject.toml")
+    return fields
 
 
 def _validate(data: Mapping[str, Any], where: str, node: Any) -> dict[str, Any]:
