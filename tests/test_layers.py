@@ -29,8 +29,11 @@ def test_requirement_blocks_keep_hashes_per_package():
 def test_split_by_size_and_override():
     sizes = {"ray": 70 * MiB, "numpy": 16 * MiB, "grpcio": 6 * MiB, "six": 11_000}
     names = set(sizes)
-    assert split(sizes, names, ()) == [("heavy", ("numpy", "ray")), ("medium", ("grpcio",))]
-    assert split(sizes, names, ("Six", "absent")) == [("heavy", ("six",))]
+    # Each heavy package alone, largest lowest; then the medium ones; tiny ones stay on top.
+    assert split(sizes, names, ()) == [("heavy-ray", ("ray",)), ("heavy-numpy", ("numpy",)),
+                                       ("medium", ("grpcio",))]
+    assert split(sizes, names, ("Six", "absent")) == [("heavy-six", ("six",)),
+                                                      ("medium", ("grpcio", "numpy", "ray"))]
     assert split({"six": 1}, {"six"}, ()) == []
 
 
@@ -58,7 +61,7 @@ def test_a_small_new_dependency_rebuilds_only_the_top_layer(engine, copy_fixture
     env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
     first = raybake("build", "-C", str(root), env=env)  # verification runs inside build
     ref1 = first.stdout.split()[0]
-    assert "heavy layer: six" in raybake("dockerfile", "-C", str(root), env=env).stdout
+    assert "pinned layer heavy-six: six" in raybake("dockerfile", "-C", str(root), env=env).stdout
 
     text = (root / "pyproject.toml").read_text().replace('"six==1.17.0"]', '"six==1.17.0", "iniconfig==2.0.0"]')
     (root / "pyproject.toml").write_text(text)

@@ -20,7 +20,7 @@ from raybake import locks
 from raybake.dockerfile import render
 from raybake.layers import LayerInputs, can_split, layered
 from raybake.paths import cache_dir
-from raybake.plan import SOURCE_DATE_EPOCH, BuildPlan, plan_build, uv_selection_args
+from raybake.plan import CA_CONTEXT, CA_FILE, SOURCE_DATE_EPOCH, BuildPlan, plan_build, uv_selection_args
 from raybake.project import Project, load_project
 from raybake.spec import load_specs, select
 from raybake.tools import docker
@@ -155,12 +155,15 @@ def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
         uv_ctx.mkdir()
         shutil.copy2(uv_bin(), uv_ctx / "uv")
         os.utime(uv_ctx / "uv", (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))  # COPY keeps it: same bytes on every machine
+        ca_ctx = tmpdir / "ca"
+        ca_ctx.mkdir()
+        (ca_ctx / CA_FILE).write_bytes(plan.ca_bundle.read_bytes() if plan.ca_bundle else b"")
         dockerfile = tmpdir / "Dockerfile"
         dockerfile.write_text(render(plan), encoding="utf-8")
         return docker.build_image(docker.BuildRequest(
             context=context,
             dockerfile=dockerfile,
-            build_contexts={"uv": uv_ctx},
+            build_contexts={"uv": uv_ctx, CA_CONTEXT: ca_ctx},
             build_args=dict(plan.build_args),
             secrets=tuple(s.cli_value() for s in plan.secrets),
             network=plan.spec.network,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shlex
 
-from raybake.plan import CA_SECRET, SEAL_SCRIPT, PROJECT_DIR, BuildPlan, PinnedLayer, SyncLayer, base_dockerfile
+from raybake.plan import CA_CONTEXT, CA_FILE, SEAL_SCRIPT, PROJECT_DIR, BuildPlan, PinnedLayer, SyncLayer, base_dockerfile
 
 UV_CACHE = "/root/.cache/uv"
 VENV_PYTHON = "/opt/venv/bin/python"
@@ -41,12 +41,13 @@ def _uv_step(plan: BuildPlan, binds: tuple[str, ...], command: str) -> str:
     mounts = [f"--mount=type=cache,target={UV_CACHE},id=raybake-uv-cache"]
     mounts += [f"--mount=type=bind,source={f},target={PROJECT_DIR}/{f}" for f in (*binds, SEAL_SCRIPT)]
     mounts.append("--mount=type=tmpfs,target=/tmp")  # uv's project lock file stays out of the layer
-    # Secrets are mounted as files for this step only; they never reach a layer.
-    # The CA mount is always there (optional), so the Dockerfile, and so the
-    # image, do not depend on whether this machine needs a proxy CA.
-    mounts.append(f"--mount=type=secret,id={CA_SECRET},required=false")
+    # The CA mount is always there (an empty file when no proxy CA is set), so
+    # the Dockerfile, and so the image, do not depend on this machine's network.
+    ca = f"/run/raybake-ca/{CA_FILE}"
+    mounts.append(f"--mount=type=bind,from={CA_CONTEXT},source={CA_FILE},target={ca}")
+    # Index credentials are secrets, mounted as files for this step only.
     mounts += [f"--mount=type=secret,id={name},required=false" for name in plan.index_secrets]
-    script = [f"if [ -s /run/secrets/{CA_SECRET} ]; then export SSL_CERT_FILE=/run/secrets/{CA_SECRET}; fi"]
+    script = [f"if [ -s {ca} ]; then export SSL_CERT_FILE={ca}; fi"]
     script += [f'if [ -e /run/secrets/{n} ]; then export {n}="$(cat /run/secrets/{n})"; fi'
                for n in plan.index_secrets]
     # PYTHONDONTWRITEBYTECODE: raybake's own Python runs must not leave stdlib .pyc files.
@@ -60,7 +61,7 @@ def _uv_step(plan: BuildPlan, binds: tuple[str, ...], command: str) -> str:
 
 def _dep_layer(plan: BuildPlan, layer: PinnedLayer | SyncLayer) -> str:
     if isinstance(layer, PinnedLayer):
-        return (f"# {layer.tier} layer: {', '.join(layer.packages)}\n"
+        return (f"# pinned layer {layer.name}: {', '.join(layer.packages)}\n"
                 + _uv_step(plan, (layer.requirements,),
                            f"uv pip install --python {VENV_PYTHON} --no-deps --require-hashes "
                            f"-r {PROJECT_DIR}/{layer.requirements}"))

@@ -6,7 +6,13 @@ locked wheels (``uv pip install --no-deps --require-hashes`` of a generated
 requirements file); the file's bytes only change when one of its packages
 does, so BuildKit reuses the layer otherwise. The top layer is the usual
 ``uv sync --frozen``, which installs the rest and makes the environment
-exactly the lock. Pure: the caller supplies uv's export and the lock text."""
+exactly the lock. Pure: the caller supplies uv's export and the lock text.
+
+Each heavy package gets a layer of its own, largest lowest: changing one
+rebuilds only its layer and those above it, and BuildKit compresses the
+layers of a chain concurrently, which a single 600 MB layer cannot use.
+The many small packages left for the top layer add up to a few MB, so a
+small new dependency costs little to install, compress and unpack."""
 
 from __future__ import annotations
 
@@ -18,8 +24,11 @@ from raybake.plan import BuildPlan, GeneratedFile, PinnedLayer
 from raybake.project import canonicalize_name
 
 MiB = 2**20
-# Wheel size (compressed, from uv.lock) from which a package gets a lower layer.
-TIERS = (("heavy", 10 * MiB), ("medium", 1 * MiB))
+KiB = 2**10
+# Wheel size (compressed, from uv.lock) from which a package gets its own layer,
+# and from which it joins the shared medium layer instead of the top one.
+HEAVY_FLOOR = 10 * MiB
+MEDIUM_FLOOR = 100 * KiB
 _REQ_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -53,16 +62,16 @@ def requirement_blocks(export_text: str) -> dict[str, str]:
 
 
 def split(sizes: dict[str, int], names: set[str], heavy_override: tuple[str, ...]) -> list[tuple[str, tuple[str, ...]]]:
-    """(tier, packages) from the lowest layer up; the sync layer takes the rest."""
+    """(layer name, packages) from the lowest layer up; the sync layer takes the rest.
+    ``heavy_override`` replaces the size rule for which packages get layers of their own."""
     if heavy_override:
-        chosen = tuple(sorted(canonicalize_name(n) for n in heavy_override if canonicalize_name(n) in names))
-        return [("heavy", chosen)] if chosen else []
-    layers, taken = [], set()
-    for tier, floor in TIERS:
-        members = tuple(sorted(n for n in names - taken if sizes.get(n, 0) >= floor))
-        if members:
-            layers.append((tier, members))
-            taken.update(members)
+        heavy = {canonicalize_name(n) for n in heavy_override} & names
+    else:
+        heavy = {n for n in names if sizes.get(n, 0) >= HEAVY_FLOOR}
+    layers = [(f"heavy-{n}", (n,)) for n in sorted(heavy, key=lambda n: (-sizes.get(n, 0), n))]
+    medium = tuple(sorted(n for n in names - heavy if sizes.get(n, 0) >= MEDIUM_FLOOR))
+    if medium:
+        layers.append(("medium", medium))
     return layers
 
 
@@ -77,10 +86,10 @@ def layered(plan: BuildPlan, inputs: LayerInputs) -> BuildPlan:
     blocks = requirement_blocks(inputs.export_text)
     sizes = package_sizes(inputs.lock_text, plan.spec.platform)
     layers, files = [], []
-    for tier, packages in split(sizes, set(blocks), plan.spec.heavy_packages):
-        target = f"layers/{tier}.txt"
+    for name, packages in split(sizes, set(blocks), plan.spec.heavy_packages):
+        target = f"layers/{name}.txt"
         files.append(GeneratedFile(target, "".join(blocks[p] for p in packages)))
-        layers.append(PinnedLayer(tier, packages, target))
+        layers.append(PinnedLayer(name, packages, target))
     return replace(plan, dep_layers=(*layers, *plan.dep_layers), generated_files=(*plan.generated_files, *files))
 
 

@@ -16,12 +16,17 @@ from raybake.project import Project
 from raybake.spec import ImageSpec
 
 # Bump when render() changes what it emits for the same plan: it is hashed.
-TEMPLATE_VERSION = 3
+TEMPLATE_VERSION = 4
 SOURCE_DATE_EPOCH = 0  # fixed, for reproducible digests
 PROJECT_DIR = "/opt/project"  # where the lock and pyproject are bound during uv sync
 SUPPORTED_LOCK_VERSION = 1  # uv.lock `version` the bundled uv reads
 LABEL_PREFIX = "dev.raybake"
-CA_SECRET = "ca"
+# The proxy CA bundle reaches uv through a read-only bind mount from this named
+# build context, not a BuildKit secret: a secret mount costs 1-3 s per RUN step
+# here (docker/buildx#2479), and a CA bundle holds only public certificates.
+# Like a secret it never reaches a layer, the image config or the tag.
+CA_CONTEXT = "ca"
+CA_FILE = "ca.pem"
 SEAL_SCRIPT = "raybake/seal_layer.py"  # context path; run after each dependency install
 
 
@@ -53,14 +58,13 @@ class ContextFile:
 
 @dataclass(frozen=True)
 class BuildSecret:
-    """A BuildKit secret: from a file (``src``) or a host environment variable (``env``)."""
+    """A BuildKit secret read from a host environment variable (an index credential)."""
 
     id: str
-    src: Path | None = None
-    env: str | None = None
+    env: str
 
     def cli_value(self) -> str:
-        return f"id={self.id},src={self.src}" if self.src else f"id={self.id},env={self.env}"
+        return f"id={self.id},env={self.env}"
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class PinnedLayer:
     """One ``RUN uv pip install --no-deps --require-hashes`` of a fixed set of
     locked packages; see raybake.layers."""
 
-    tier: str
+    name: str  # "heavy-<package>" or "medium"; also names its requirements file
     packages: tuple[str, ...]
     requirements: str  # context path of the generated requirements file
 
@@ -99,6 +103,7 @@ class BuildPlan:
     context_files: tuple[ContextFile, ...]
     bind_files: tuple[str, ...]  # context paths bound into PROJECT_DIR for uv
     secrets: tuple[BuildSecret, ...]  # what this machine passes; values never hashed
+    ca_bundle: Path | None  # this machine's proxy CA (CA_CONTEXT); never hashed
     index_secrets: tuple[str, ...]  # environment variable names uv reads
     build_args: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
@@ -157,10 +162,7 @@ def plan_build(project: Project, spec: ImageSpec, *, uv_version: str) -> BuildPl
                ContextFile(project.root / "uv.lock", "uv.lock")]
     context += [ContextFile(project.root / m.path / "pyproject.toml", f"{m.path}/pyproject.toml")
                 for m in project.members]
-    secrets = []
-    if spec.ca_bundle is not None:
-        secrets.append(BuildSecret(CA_SECRET, src=spec.ca_bundle))
-    secrets += [BuildSecret(name, env=name) for name in spec.index_secrets]
+    secrets = [BuildSecret(name, env=name) for name in spec.index_secrets]
     return BuildPlan(
         spec=spec,
         input_hash=input_hash,
@@ -171,6 +173,7 @@ def plan_build(project: Project, spec: ImageSpec, *, uv_version: str) -> BuildPl
         context_files=tuple(context),
         bind_files=tuple(c.target for c in context),
         secrets=tuple(secrets),
+        ca_bundle=spec.ca_bundle,
         index_secrets=spec.index_secrets,
         build_args=(("BASE_IMAGE", spec.base_image), ("PYTHON_VERSION", spec.python),
                     ("SOURCE_DATE_EPOCH", str(SOURCE_DATE_EPOCH))),

@@ -56,7 +56,7 @@ FIELDS: dict[str, FieldDoc] = {
     "env": FieldDoc(dict, "environment variables set in the image"),
     "platform": FieldDoc(str, "e.g. linux/amd64; default: this machine's"),
     "network": FieldDoc(str, "build network: default, host or none"),
-    "ca_bundle": FieldDoc(str, "CA bundle for HTTPS through a proxy (passed as a secret)"),
+    "ca_bundle": FieldDoc(str, "CA bundle for HTTPS through a proxy (bound in for uv only; never in a layer or the tag)"),
     "index_secrets": FieldDoc(list, "names of environment variables (e.g. UV_INDEX_PRIVATE_PASSWORD) passed to uv as secrets"),
     "import_skip": FieldDoc(list, "top-level modules `raybake verify` does not import"),
     "heavy_packages": FieldDoc(list, "packages for the lowest dependency layer (default: chosen by size from the lock)"),

@@ -47,23 +47,53 @@ RUN --mount=type=bind,from=uv,target=/run/raybake-uv \
 WORKDIR /opt/project
 
 # ---- raybake: generated from the image spec below this line ----
-# heavy layer: numpy, pandas, pyarrow, ray
+# pinned layer heavy-ray: ray
 RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
-    --mount=type=bind,source=layers/heavy.txt,target=/opt/project/layers/heavy.txt \
+    --mount=type=bind,source=layers/heavy-ray.txt,target=/opt/project/layers/heavy-ray.txt \
     --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
     --mount=type=tmpfs,target=/tmp \
-    --mount=type=secret,id=ca,required=false \
-    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
+    --mount=type=bind,from=ca,source=ca.pem,target=/run/raybake-ca/ca.pem \
+    if [ -s /run/raybake-ca/ca.pem ]; then export SSL_CERT_FILE=/run/raybake-ca/ca.pem; fi \
  && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
- && cd /opt/project && UV_COMPILE_BYTECODE=0 uv pip install --python /opt/venv/bin/python --no-deps --require-hashes -r /opt/project/layers/heavy.txt \
+ && cd /opt/project && UV_COMPILE_BYTECODE=0 uv pip install --python /opt/venv/bin/python --no-deps --require-hashes -r /opt/project/layers/heavy-ray.txt \
  && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
-# medium layer: aiohttp, cryptography, grpcio, py-spy, pydantic-core, virtualenv
+# pinned layer heavy-pyarrow: pyarrow
+RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
+    --mount=type=bind,source=layers/heavy-pyarrow.txt,target=/opt/project/layers/heavy-pyarrow.txt \
+    --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
+    --mount=type=tmpfs,target=/tmp \
+    --mount=type=bind,from=ca,source=ca.pem,target=/run/raybake-ca/ca.pem \
+    if [ -s /run/raybake-ca/ca.pem ]; then export SSL_CERT_FILE=/run/raybake-ca/ca.pem; fi \
+ && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
+ && cd /opt/project && UV_COMPILE_BYTECODE=0 uv pip install --python /opt/venv/bin/python --no-deps --require-hashes -r /opt/project/layers/heavy-pyarrow.txt \
+ && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
+# pinned layer heavy-numpy: numpy
+RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
+    --mount=type=bind,source=layers/heavy-numpy.txt,target=/opt/project/layers/heavy-numpy.txt \
+    --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
+    --mount=type=tmpfs,target=/tmp \
+    --mount=type=bind,from=ca,source=ca.pem,target=/run/raybake-ca/ca.pem \
+    if [ -s /run/raybake-ca/ca.pem ]; then export SSL_CERT_FILE=/run/raybake-ca/ca.pem; fi \
+ && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
+ && cd /opt/project && UV_COMPILE_BYTECODE=0 uv pip install --python /opt/venv/bin/python --no-deps --require-hashes -r /opt/project/layers/heavy-numpy.txt \
+ && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
+# pinned layer heavy-pandas: pandas
+RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
+    --mount=type=bind,source=layers/heavy-pandas.txt,target=/opt/project/layers/heavy-pandas.txt \
+    --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
+    --mount=type=tmpfs,target=/tmp \
+    --mount=type=bind,from=ca,source=ca.pem,target=/run/raybake-ca/ca.pem \
+    if [ -s /run/raybake-ca/ca.pem ]; then export SSL_CERT_FILE=/run/raybake-ca/ca.pem; fi \
+ && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
+ && cd /opt/project && UV_COMPILE_BYTECODE=0 uv pip install --python /opt/venv/bin/python --no-deps --require-hashes -r /opt/project/layers/heavy-pandas.txt \
+ && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
+# pinned layer medium: aiohttp, certifi, cffi, charset-normalizer, click, colorful, cryptography, distlib, filelock, frozenlist, google-api-core, google-auth, googleapis-common-protos, grpcio, msgpack, multidict, opencensus, opentelemetry-sdk, opentelemetry-semantic-conventions, packaging, propcache, protobuf, py-spy, pyasn1-modules, pydantic, pydantic-core, pyyaml, rpds-py, tzdata, urllib3, virtualenv, wrapt, yarl
 RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
     --mount=type=bind,source=layers/medium.txt,target=/opt/project/layers/medium.txt \
     --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
     --mount=type=tmpfs,target=/tmp \
-    --mount=type=secret,id=ca,required=false \
-    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
+    --mount=type=bind,from=ca,source=ca.pem,target=/run/raybake-ca/ca.pem \
+    if [ -s /run/raybake-ca/ca.pem ]; then export SSL_CERT_FILE=/run/raybake-ca/ca.pem; fi \
  && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
  && cd /opt/project && UV_COMPILE_BYTECODE=0 uv pip install --python /opt/venv/bin/python --no-deps --require-hashes -r /opt/project/layers/medium.txt \
  && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
@@ -72,8 +102,8 @@ RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
     --mount=type=bind,source=uv.lock,target=/opt/project/uv.lock \
     --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
     --mount=type=tmpfs,target=/tmp \
-    --mount=type=secret,id=ca,required=false \
-    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
+    --mount=type=bind,from=ca,source=ca.pem,target=/run/raybake-ca/ca.pem \
+    if [ -s /run/raybake-ca/ca.pem ]; then export SSL_CERT_FILE=/run/raybake-ca/ca.pem; fi \
  && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
  && cd /opt/project && UV_COMPILE_BYTECODE=0 uv sync --frozen --no-install-project --no-dev --no-default-groups \
  && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"

@@ -56,9 +56,9 @@ RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
     --mount=type=bind,source=uv.lock,target=/opt/project/uv.lock \
     --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
     --mount=type=tmpfs,target=/tmp \
-    --mount=type=secret,id=ca,required=false \
+    --mount=type=bind,from=ca,source=ca.pem,target=/run/raybake-ca/ca.pem \
     --mount=type=secret,id=UV_INDEX_CORP_PASSWORD,required=false \
-    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
+    if [ -s /run/raybake-ca/ca.pem ]; then export SSL_CERT_FILE=/run/raybake-ca/ca.pem; fi \
  && if [ -e /run/secrets/UV_INDEX_CORP_PASSWORD ]; then export UV_INDEX_CORP_PASSWORD="$(cat /run/secrets/UV_INDEX_CORP_PASSWORD)"; fi \
  && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
  && cd /opt/project && UV_COMPILE_BYTECODE=0 uv sync --frozen --no-install-project --no-default-groups --group dev --extra table \

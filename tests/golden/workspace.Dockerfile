@@ -54,8 +54,8 @@ RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
     --mount=type=bind,source=libs/libb/pyproject.toml,target=/opt/project/libs/libb/pyproject.toml \
     --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
     --mount=type=tmpfs,target=/tmp \
-    --mount=type=secret,id=ca,required=false \
-    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
+    --mount=type=bind,from=ca,source=ca.pem,target=/run/raybake-ca/ca.pem \
+    if [ -s /run/raybake-ca/ca.pem ]; then export SSL_CERT_FILE=/run/raybake-ca/ca.pem; fi \
  && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
  && cd /opt/project && UV_COMPILE_BYTECODE=0 uv sync --frozen --no-install-project --no-install-workspace --no-dev --no-default-groups \
  && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
