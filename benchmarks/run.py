@@ -363,6 +363,10 @@ class BuildBench:
         self.uv_ctx = WORK / "uv-context"
         self.uv_ctx.mkdir(parents=True, exist_ok=True)
         shutil.copy2(uv_binary(), self.uv_ctx / "uv")
+        # The baselines get the proxy CA the way raybake does: bound from a named context.
+        self.ca_ctx = WORK / "ca-context"
+        self.ca_ctx.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(CA_BUNDLE, self.ca_ctx / "ca.pem")
         self.rows: list[BuildRow] = []
         self.pandas_prev: str | None = None
         self.pandas_error: str | None = None
@@ -393,7 +397,7 @@ class BuildBench:
         tag = f"raybake-bench/{tool}:{self.stamp}-r{run}-{scenario}"
         cmd = ["docker", "buildx", "build", "--network", "host", "--load", "--progress", "plain",
                "-t", tag, "-f", str(BASELINES / f"{tool}.Dockerfile"),
-               "--secret", f"id=ca,src={CA_BUNDLE}", "--build-arg", f"BASE_IMAGE={self.base}"]
+               "--build-context", f"ca={self.ca_ctx}", "--build-arg", f"BASE_IMAGE={self.base}"]
         if tool == "uv":
             cmd += ["--build-context", f"uv={self.uv_ctx}"]
         code, seconds = run_logged([*cmd, str(project)], logfile)

@@ -6,7 +6,7 @@
 # production example (raybake installs no dev group either).
 #
 #   docker buildx build --network host --load -t TAG -f uv.Dockerfile \
-#     --secret id=ca,src=/etc/ssl/certs/ca-certificates.crt \
+#     --build-context ca=DIR_WITH_ca.pem \
 #     --build-context uv="$(dirname "$(python -c 'import uv; print(uv.find_uv_bin())')")" \
 #     --build-arg BASE_IMAGE=raybake-test/bookworm-python:3.11 PROJECT_DIR
 #
@@ -23,12 +23,12 @@ WORKDIR /app
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
-    --mount=type=secret,id=ca,required=false \
-    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
+    --mount=type=bind,from=ca,source=ca.pem,target=/run/ca/ca.pem \
+    if [ -s /run/ca/ca.pem ]; then export SSL_CERT_FILE=/run/ca/ca.pem; fi \
  && uv sync --locked --no-install-project --no-dev
 COPY . /app
 RUN --mount=type=cache,target=/root/.cache/uv \
-    --mount=type=secret,id=ca,required=false \
-    if [ -s /run/secrets/ca ]; then export SSL_CERT_FILE=/run/secrets/ca; fi \
+    --mount=type=bind,from=ca,source=ca.pem,target=/run/ca/ca.pem \
+    if [ -s /run/ca/ca.pem ]; then export SSL_CERT_FILE=/run/ca/ca.pem; fi \
  && uv sync --locked --no-dev
 ENV PATH="/app/.venv/bin:$PATH"
