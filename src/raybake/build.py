@@ -157,7 +157,8 @@ def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
         os.utime(uv_ctx / "uv", (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))  # COPY keeps it: same bytes on every machine
         ca_ctx = tmpdir / "ca"
         ca_ctx.mkdir()
-        (ca_ctx / CA_FILE).write_bytes(plan.ca_bundle.read_bytes() if plan.ca_bundle else b"")
+        ca = plan.spec.ca_bundle  # this machine's proxy CA; never hashed
+        (ca_ctx / CA_FILE).write_bytes(ca.read_bytes() if ca else b"")
         dockerfile = tmpdir / "Dockerfile"
         dockerfile.write_text(render(plan), encoding="utf-8")
         return docker.build_image(docker.BuildRequest(
@@ -165,7 +166,7 @@ def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
             dockerfile=dockerfile,
             build_contexts={"uv": uv_ctx, CA_CONTEXT: ca_ctx},
             build_args=dict(plan.build_args),
-            secrets=tuple(s.cli_value() for s in plan.secrets),
+            secrets=tuple(f"id={name},env={name}" for name in plan.index_secrets),
             network=plan.spec.network,
             platform=plan.spec.platform,
             metadata_file=tmpdir / "metadata.json",

@@ -57,17 +57,6 @@ class ContextFile:
 
 
 @dataclass(frozen=True)
-class BuildSecret:
-    """A BuildKit secret read from a host environment variable (an index credential)."""
-
-    id: str
-    env: str
-
-    def cli_value(self) -> str:
-        return f"id={self.id},env={self.env}"
-
-
-@dataclass(frozen=True)
 class SyncLayer:
     """One ``RUN uv sync`` step installing (part of) the locked environment."""
 
@@ -102,9 +91,7 @@ class BuildPlan:
     dep_layers: tuple[PinnedLayer | SyncLayer, ...]  # lowest first; the last is the sync
     context_files: tuple[ContextFile, ...]
     bind_files: tuple[str, ...]  # context paths bound into PROJECT_DIR for uv
-    secrets: tuple[BuildSecret, ...]  # what this machine passes; values never hashed
-    ca_bundle: Path | None  # this machine's proxy CA (CA_CONTEXT); never hashed
-    index_secrets: tuple[str, ...]  # environment variable names uv reads
+    index_secrets: tuple[str, ...]  # host variables passed as BuildKit secrets of the same name; never hashed
     build_args: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     generated_files: tuple[GeneratedFile, ...] = ()
@@ -162,7 +149,6 @@ def plan_build(project: Project, spec: ImageSpec, *, uv_version: str) -> BuildPl
                ContextFile(project.root / "uv.lock", "uv.lock")]
     context += [ContextFile(project.root / m.path / "pyproject.toml", f"{m.path}/pyproject.toml")
                 for m in project.members]
-    secrets = [BuildSecret(name, env=name) for name in spec.index_secrets]
     return BuildPlan(
         spec=spec,
         input_hash=input_hash,
@@ -172,8 +158,6 @@ def plan_build(project: Project, spec: ImageSpec, *, uv_version: str) -> BuildPl
         dep_layers=(SyncLayer(uv_sync_args(project, spec)),),
         context_files=tuple(context),
         bind_files=tuple(c.target for c in context),
-        secrets=tuple(secrets),
-        ca_bundle=spec.ca_bundle,
         index_secrets=spec.index_secrets,
         build_args=(("BASE_IMAGE", spec.base_image), ("PYTHON_VERSION", spec.python),
                     ("SOURCE_DATE_EPOCH", str(SOURCE_DATE_EPOCH))),

@@ -59,7 +59,7 @@ FIELDS: dict[str, FieldDoc] = {
     "ca_bundle": FieldDoc(str, "CA bundle for HTTPS through a proxy (bound in for uv only; never in a layer or the tag)"),
     "index_secrets": FieldDoc(list, "names of environment variables (e.g. UV_INDEX_PRIVATE_PASSWORD) passed to uv as secrets"),
     "import_skip": FieldDoc(list, "top-level modules `raybake verify` does not import"),
-    "heavy_packages": FieldDoc(list, "packages for the lowest dependency layer (default: chosen by size from the lock)"),
+    "heavy_packages": FieldDoc(list, "packages that get a dependency layer each, lowest (default: wheels of 10 MiB or more in the lock)"),
     # Project-wide ([tool.raybake]): what `raybake stage` ships as working_dir.
     # Not image inputs, so never hashed.
     "stage_include": FieldDoc(list, "gitignore-style patterns staged even when excluded (secrets only by exact name)"),
