@@ -1,5 +1,6 @@
 import re
 
+import pytest
 from helpers import raybake
 
 
@@ -28,6 +29,18 @@ def test_errors_are_one_paragraph_with_a_fix_and_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_dockerfile_command_prints_the_generated_file(copy_fixture):
-    out = raybake("dockerfile", "-C", str(copy_fixture("small"))).stdout
+@pytest.mark.engine
+def test_dockerfile_command_prints_the_resolved_file(engine, copy_fixture):
+    """The Dockerfile as built: the base image and the Python found in it, not the template's defaults."""
+    out = raybake("dockerfile", "-C", str(copy_fixture("small")), env=engine.env()).stdout
     assert out.startswith("# raybake base image") and "uv sync --frozen --no-install-project" in out
+    assert f"ARG BASE_IMAGE={engine.base_image}\n" in out and "ARG PYTHON_VERSION=3.11\n" in out
+
+
+@pytest.mark.engine
+def test_a_base_image_that_cannot_be_had_is_an_error_before_any_build(engine, copy_fixture):
+    proc = raybake("build", "-C", str(copy_fixture("small")), check=False,
+                   env=engine.env(RAYBAKE_BASE_IMAGE="raybake-test/absent-base:1"))
+    assert proc.returncode == 2, proc.stderr
+    assert "raybake-test/absent-base:1 is not in the local image store" in proc.stderr
+    assert "docker pull" in proc.stderr and "Traceback" not in proc.stderr

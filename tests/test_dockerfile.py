@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLE
 
-from raybake.build import with_layers
 from raybake.dockerfile import render
-from raybake.plan import plan_build
+from raybake.lockfile import parse_lock
+from raybake.plan import identify, plan_build
+from raybake.planner import spec_requirements
 from raybake.project import load_project
 from raybake.spec import load_specs
 
@@ -24,6 +25,13 @@ CASES = {
 }
 
 
+def recipe(project, spec, python="3.11.2"):
+    """The plan as built, with the base image's Python given (no daemon)."""
+    return plan_build(project, identify(project, spec, uv_version="0.0.0"),
+                      requirements=spec_requirements(project, spec), lock=parse_lock(project.lock_bytes),
+                      python=python)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_golden_dockerfile(copy_fixture, case):
     fixture, spec_yaml = CASES[case]
@@ -33,7 +41,7 @@ def test_golden_dockerfile(copy_fixture, case):
         (root / "images/default.yaml").write_text(spec_yaml)
     project = load_project(root)
     (spec,) = load_specs(project, {"SSL_CERT_FILE": ""})
-    text = render(with_layers(project, plan_build(project, spec, uv_version="0.0.0")))
+    text = render(recipe(project, spec))
     # The hash label varies with the host platform; the golden keeps its shape.
     text = re.sub(r'(input-hash=)"[0-9a-f]{64}"', r'\1"<hash>"', text)
     text = re.sub(r'(dev\.raybake\.version=)"[^"]+"', r'\1"<version>"', text)
@@ -43,16 +51,24 @@ def test_golden_dockerfile(copy_fixture, case):
     assert text == golden.read_text()
 
 
-def test_dependencies_never_install_the_project(copy_fixture):
-    for fixture in ("small", "workspace"):
-        project = load_project(copy_fixture(fixture))
-        (spec,) = load_specs(project, {})
-        text = render(plan_build(project, spec, uv_version="0.0.0"))
-        assert "uv sync --frozen --no-install-project" in text
-        assert "COPY . " not in text and "ADD " not in text
-        assert ("--no-install-workspace" in text) == (fixture == "workspace")
-    # Members' pyproject.toml files are bound in, never their source.
-    assert "source=libs/liba/pyproject.toml" in text and "libs/liba/src" not in text
+@pytest.mark.parametrize("fixture", ["small", "workspace"])
+def test_dependencies_never_install_the_project(copy_fixture, fixture):
+    project = load_project(copy_fixture(fixture))
+    (spec,) = load_specs(project, {})
+    text = render(recipe(project, spec))
+    assert "uv sync --frozen --no-install-project" in text
+    assert "COPY . " not in text and "ADD " not in text
+    assert ("--no-install-workspace" in text) == (fixture == "workspace")
+    if fixture == "workspace":
+        # Members' pyproject.toml files are bound in, never their source.
+        assert "source=libs/liba/pyproject.toml" in text and "libs/liba/src" not in text
+
+
+def test_printed_dockerfile_names_the_resolved_base_and_python(copy_fixture):
+    project = load_project(copy_fixture("small"))
+    (spec,) = load_specs(project, {"RAYBAKE_BASE_IMAGE": "example/base:1"})
+    text = render(recipe(project, spec, python="3.12.4"))
+    assert "ARG BASE_IMAGE=example/base:1\n" in text and "ARG PYTHON_VERSION=3.12\n" in text
 
 
 def test_layers_go_from_stable_to_volatile(copy_fixture):
@@ -61,6 +77,6 @@ def test_layers_go_from_stable_to_volatile(copy_fixture):
     (root / "images/default.yaml").write_text("apt_packages: [git]\nenv:\n  A: b\n")
     project = load_project(root)
     (spec,) = load_specs(project, {})
-    text = render(plan_build(project, spec, uv_version="0.0.0"))
+    text = render(recipe(project, spec))
     order = [text.index(s) for s in ("FROM ${BASE_IMAGE}", "apt-get install", 'ENV A="b"', "uv sync", "LABEL ")]
     assert order == sorted(order)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raybake.hashing import canonical_bytes, strip_credentials
-from raybake.plan import plan_build
+from raybake.plan import identify
 from raybake.project import load_project
 from raybake.spec import load_specs
 
@@ -20,7 +20,7 @@ from raybake.spec import load_specs
 def reference(root: Path, env: dict[str, str] | None = None, uv_version: str = "0.0.1") -> str:
     project = load_project(root)
     (spec,) = load_specs(project, env or {})
-    return plan_build(project, spec, uv_version=uv_version).reference
+    return identify(project, spec, uv_version=uv_version).reference
 
 
 def edit(rel: str, old: str, new: str):

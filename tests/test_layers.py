@@ -8,7 +8,8 @@ import pytest
 from conftest import EXAMPLE
 from helpers import docker, raybake
 
-from raybake.layers import MiB, can_split, package_sizes, requirement_blocks, split
+from raybake.layers import MiB, can_split, package_sizes, pinned_layers, requirement_blocks, split
+from raybake.lockfile import parse_lock
 
 EXPORT = """\
 numpy==2.3.1 ; python_full_version >= '3.11' \\
@@ -38,7 +39,7 @@ def test_split_by_size_and_override():
 
 
 def test_sizes_come_from_the_lock_for_the_platform():
-    sizes = package_sizes((EXAMPLE / "uv.lock").read_text(), "linux/amd64")
+    sizes = package_sizes(parse_lock((EXAMPLE / "uv.lock").read_bytes()), "linux/amd64")
     assert sizes["ray"] > 50 * MiB and sizes["six"] < MiB
     assert sizes["pyarrow"] > sizes["pandas"] > 10 * MiB
 
@@ -46,7 +47,14 @@ def test_sizes_come_from_the_lock_for_the_platform():
 def test_projects_with_their_own_index_keep_one_layer():
     assert can_split({"tool": {"uv": {"sources": {"a": {"workspace": True}}}}})
     assert not can_split({"tool": {"uv": {"index": [{"name": "corp", "url": "https://x"}]}}})
-    assert not can_split({"tool": {"uv": {"sources": {"a": {"git": "https://x"}}}}})
+    assert can_split({"tool": {"uv": {"sources": {"a": {"git": "https://x"}}}}})
+
+
+def test_git_and_url_requirements_stay_in_the_sync_layer():
+    export = EXPORT + "gitdep @ git+https://example.com/gitdep@0123abcd\n"
+    layers = pinned_layers(export, {"numpy": 16 * MiB, "six": 200_000, "gitdep": 50 * MiB, "ray": 70 * MiB}, ())
+    # ray has no hash here, gitdep is a git source: neither goes into a pinned layer.
+    assert [(name, packages) for name, packages, _ in layers] == [("heavy-numpy", ("numpy",)), ("medium", ("six",))]
 
 
 def layer_ids(ref: str) -> list[str]:

@@ -17,7 +17,7 @@ def test_plain_project_has_one_default_spec(copy_fixture):
     (spec,) = load_specs(load_project(copy_fixture("small")), {})
     assert spec.name == "default"
     assert spec.repository == "small"
-    assert spec.python == "3.11"
+    assert spec.python is None  # nothing pinned: the base image's own Python decides
     assert spec.base_image == "python:3.11-slim-bookworm"
     assert spec.network == "default"
     assert spec.groups == () and not spec.dev
@@ -83,6 +83,48 @@ def test_tool_raybake_errors_name_the_table(copy_fixture):
 
 def test_python_default_prefers_python_version_file(copy_fixture):
     root = copy_fixture("small")
-    (root / ".python-version").write_text("3.12.4\n")
+    (root / ".python-version").write_text("# pinned\n3.12.4\n")
     (spec,) = load_specs(load_project(root), {})
-    assert spec.python == "3.12"
+    assert spec.python == "3.12.4"
+    assert spec.base_image == "python:3.12-slim-bookworm"
+
+
+@pytest.mark.parametrize(("requires", "pin", "ok"), [
+    (">=3.11", "3.10", False), (">=3.11", "3.11", True), ("==3.11.11", "3.11.2", False),
+    ("==3.11.11", "3.11", True), (">=3.10,<3.12", "3.12", False)])
+def test_a_pin_outside_requires_python_is_refused(copy_fixture, requires, pin, ok):
+    root = copy_fixture("small")
+    text = (root / "pyproject.toml").read_text().replace('requires-python = ">=3.11"', f'requires-python = "{requires}"')
+    (root / "pyproject.toml").write_text(text)
+    (root / "uv.lock").write_bytes((root / "uv.lock").read_bytes().replace(
+        b'requires-python = ">=3.11"', f'requires-python = "{requires}"'.encode(), 1))
+    (root / ".python-version").write_text(pin + "\n")
+    if ok:
+        load_specs(load_project(root), {})
+    else:
+        with pytest.raises(SpecError, match=r"\.python-version: Python .* does not satisfy requires-python") as info:
+            load_specs(load_project(root), {})
+        assert ".python-version" in info.value.fix
+
+
+@pytest.mark.parametrize(("spec_python", "requires", "found", "expected"), [
+    (None, ">=3.10", {"python3": "3.11.2", "python3.11": "3.11.2"}, "3.11.2"),  # the base's own, not 3.10
+    (None, ">=3.12", {"python3": "3.11.2", "python3.11": "3.11.2", "python3.12": "3.12.1"}, "3.12.1"),
+    ("3.11.11", ">=3.11", {"python3": "3.11.2", "python3.11": "3.11.2"}, "3.11.2"),  # patch pins are a dev detail
+    ("3.12", ">=3.11", {"python3": "3.11.2", "python3.11": "3.11.2"}, "python3.11 (3.11.2)"),
+    (None, "==3.11.11", {"python3": "3.11.2", "python3.11": "3.11.2"}, "none satisfies requires-python"),
+    ("3.11", "==3.11.11", {"python3.11": "3.11.2"}, "does not satisfy requires-python ==3.11.11"),
+    (None, ">=3.11", {}, "no python3 at all"),
+])
+def test_python_is_resolved_against_the_base_image(copy_fixture, spec_python, requires, found, expected):
+    from raybake.plan import resolve_python
+    from raybake.spec import ImageSpec
+
+    spec = ImageSpec(name="default", source="pyproject.toml", repository="r", base_image="b:1", python=spec_python)
+    if expected[0].isdigit():
+        assert resolve_python(spec, requires, found) == expected
+    else:
+        with pytest.raises(SpecError) as info:
+            resolve_python(spec, requires, found)
+        assert expected in info.value.message and "b:1" in info.value.message
+        assert "base_image" in info.value.fix

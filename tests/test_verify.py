@@ -24,8 +24,8 @@ GOOD_ENV = {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "UV_PROJECT_ENVIRONMENT": "/op
 
 def probe(**over):
     base = {"python": "3.11.2", "markers": MARKERS, "distributions": {"six": "1.17.0", "pip": "23.0.1"},
-            "pip_importable": True, "pip_check": {"code": 0, "output": ""}, "import_failures": {},
-            "ray_version": None, "env": GOOD_ENV}
+            "pip_importable": True, "pip_check": {"code": 0, "output": ""}, "imports": {"six": {"ok": True}},
+            "modules": {"six": ["six"], "pip": ["pip"]}, "env": GOOD_ENV}
     return {**base, **over}
 
 
@@ -48,14 +48,26 @@ def test_markers_select_what_applies():
     ({"distributions": {"six": "1.16.0"}}, "lock", "six is 1.16.0, the lock has 1.17.0"),
     ({"distributions": {"six": "1.17.0", "small": "0.1.0"}}, "project absent", "small 0.1.0 is installed"),
     ({"pip_check": {"code": 1, "output": "six 1.17.0 requires x"}}, "uv pip check", "requires x"),
-    ({"python": "3.12.1"}, "python", "the spec asks for 3.11"),
+    ({"python": "3.10.1"}, "python", "does not satisfy requires-python >=3.11"),
     ({"pip_importable": False}, "pip", "pip is not importable"),
-    ({"import_failures": {"six": "ImportError: boom"}}, "imports", "import six: ImportError: boom"),
+    ({"imports": {"six": {"ok": False, "type": "ImportError", "message": "boom"}}}, "imports",
+     "import six: ImportError: boom"),
+    ({"imports": {"six": {"ok": False, "type": "ModuleNotFoundError", "message": "No module named 'six.moves'",
+                          "missing": "six.moves"}}}, "imports", "import six: ModuleNotFoundError"),
+    ({"imports": {"six": {"ok": False, "type": "ImportError", "missing": None,
+                          "message": "libgomp.so.1: cannot open shared object file: No such file or directory"}}},
+     "imports", "libgomp.so.1 is missing from the image; add the Debian package that provides it to apt_packages"),
+    ({"pth": [{"file": "evil.pth", "executes": True, "owner": None}]}, "files",
+     "evil.pth runs code at every interpreter start and was not installed by a locked distribution"),
+    ({"pth": [{"file": "distutils-precedence.pth", "executes": True, "owner": "setuptools"}]}, None, None),
+    ({"record_problems": [{"dist": "six", "file": "six.py", "problem": "differs from its RECORD hash"}]}, "files",
+     "six.py of six differs from its RECORD hash"),
+    ({"unrecorded_files": ["planted.py"]}, "files", "planted.py is in site-packages but no installed"),
     ({"env": {**GOOD_ENV, "RAY_ENABLE_UV_RUN_RUNTIME_ENV": None}}, "environment", "RAY_ENABLE_UV_RUN_RUNTIME_ENV"),
 ])
 def test_compare_finds_each_problem(small, change, check, text):
     project, spec = small
-    findings = compare(project, spec, REQS, probe(**change))
+    findings, _ = compare(project, spec, REQS, probe(**change))
     if check is None:
         assert findings == []
     else:
@@ -67,9 +79,40 @@ def test_ray_version_must_equal_the_lock(small):
     project, spec = small
     reqs = REQS + "ray==2.60.0\n"
     dists = {"six": "1.17.0", "ray": "2.60.0"}
-    assert compare(project, spec, reqs, probe(distributions=dists, ray_version="2.60.0")) == []
-    (f,) = compare(project, spec, reqs, probe(distributions=dists, ray_version="2.59.0"))
+
+    def imports(version):
+        return {"six": {"ok": True}, "ray": {"ok": True, "version": version}}
+
+    assert compare(project, spec, reqs, probe(distributions=dists, imports=imports("2.60.0"))) == ([], [])
+    (f,), _ = compare(project, spec, reqs, probe(distributions=dists, imports=imports("2.59.0")))
     assert f.check == "ray" and "2.59.0" in f.message
+
+
+@pytest.mark.parametrize(("module", "result", "note"), [
+    # matplotlib_inline without matplotlib: an optional dependency the lock does not hold.
+    ("matplotlib_inline", {"type": "ModuleNotFoundError", "message": "No module named 'matplotlib'",
+                           "missing": "matplotlib"}, "needs matplotlib, which the lock does not hold"),
+])
+def test_optional_dependencies_outside_the_lock_are_notes(small, module, result, note):
+    project, spec = small
+    over = {"imports": {"six": {"ok": True}, module: {"ok": False, **result}}}
+    findings, notes = compare(project, spec, REQS, probe(**over))
+    assert findings == [] and any(note in n for n in notes)
+
+
+def test_a_missing_module_that_the_environment_provides_is_a_failure(small):
+    """Not an optional dependency: six is installed, so failing to find it is breakage."""
+    project, spec = small
+    over = {"imports": {"six": {"ok": True}, "other": {"ok": False, "type": "ModuleNotFoundError",
+                                                       "message": "No module named 'six'", "missing": "six"}}}
+    findings, notes = compare(project, spec, REQS, probe(**over))
+    assert [f.check for f in findings] == ["imports"] and notes == []
+
+
+def test_listed_but_unshipped_modules_are_notes(small):
+    project, spec = small
+    findings, notes = compare(project, spec, REQS, probe(unshipped_modules={"google-auth": ["scripts", "testing"]}))
+    assert findings == [] and "google-auth lists scripts, testing" in notes[0]
 
 
 # ---- real images -----------------------------------------------------------
@@ -95,6 +138,17 @@ BREAKAGES = {
         f" > {SITE}/small-0.1.0.dist-info/METADATA", "small 0.1.0 is installed in the image"),
     "wrong version": (f"sed -i 's/^Version: 1.17.0/Version: 1.16.0/' {SITE}/six-1.17.0.dist-info/METADATA",
                       "six is 1.16.0, the lock has 1.17.0"),
+    # A .pth runs at every interpreter start: here it would hide the extra package from
+    # importlib.metadata, but the probe reads the environment before any site hook runs.
+    "hidden by a .pth hook": (
+        f"mkdir -p {SITE}/handmade-1.0.dist-info && printf 'Metadata-Version: 2.1\\nName: handmade\\nVersion: 1.0\\n'"
+        f" > {SITE}/handmade-1.0.dist-info/METADATA && echo 'import shutil, glob; "
+        f"[shutil.rmtree(p) for p in glob.glob(\"/opt/venv/lib/python3*/site-packages/handmade-*\")]'"
+        f" > {SITE}/zz-hide.pth", "zz-hide.pth runs code at every interpreter start"),
+    "stubbed module": (f"echo 'def b(s): return s' > {SITE}/six.py", "six.py of six differs from its RECORD hash"),
+    "stubbed module, RECORD edited": (
+        f"echo 'def b(s): return s' > {SITE}/six.py && sed -i '/^six.py,/d' {SITE}/six-1.17.0.dist-info/RECORD",
+        "six.py is in site-packages but no installed distribution's RECORD lists it"),
 }
 
 

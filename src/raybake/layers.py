@@ -17,11 +17,10 @@ small new dependency costs little to install, compress and unpack."""
 from __future__ import annotations
 
 import re
-import tomllib
-from dataclasses import dataclass, replace
 
-from raybake.plan import BuildPlan, GeneratedFile, PinnedLayer
-from raybake.project import canonicalize_name
+from packaging.utils import canonicalize_name
+
+from raybake.lockfile import LockFile
 
 MiB = 2**20
 KiB = 2**10
@@ -32,17 +31,13 @@ MEDIUM_FLOOR = 100 * KiB
 _REQ_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
-def package_sizes(lock_text: str, platform: str) -> dict[str, int]:
+def package_sizes(lock: LockFile, platform: str) -> dict[str, int]:
     """Each locked package's size: its largest wheel for this platform's
     architecture (or pure-Python wheel), else its sdist."""
     arch = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}.get(platform, platform.rsplit("/", 1)[-1])
-    sizes: dict[str, int] = {}
-    for pkg in tomllib.loads(lock_text).get("package", []):
-        wheels = [w.get("size", 0) for w in pkg.get("wheels", [])
-                  if arch in w.get("url", w.get("filename", "")) or "-none-any" in w.get("url", "")]
-        size = max(wheels, default=pkg.get("sdist", {}).get("size", 0))
-        sizes[canonicalize_name(pkg["name"])] = size
-    return sizes
+    return {pkg.name: max((size for url, size in pkg.wheel_sizes if arch in url or "-none-any" in url),
+                          default=pkg.sdist_size)
+            for pkg in lock.packages}
 
 
 def requirement_blocks(export_text: str) -> dict[str, str]:
@@ -75,28 +70,25 @@ def split(sizes: dict[str, int], names: set[str], heavy_override: tuple[str, ...
     return layers
 
 
-@dataclass(frozen=True)
-class LayerInputs:
-    export_text: str  # `uv export --frozen` of the spec's selection, with hashes
-    lock_text: str
+def pinned_layers(export_text: str, sizes: dict[str, int],
+                  heavy_override: tuple[str, ...]) -> list[tuple[str, tuple[str, ...], str]]:
+    """(layer name, packages, requirements text) from the lowest layer up.
 
-
-def layered(plan: BuildPlan, inputs: LayerInputs) -> BuildPlan:
-    """The plan with the dependency install split into pinned layers + the final sync."""
-    blocks = requirement_blocks(inputs.export_text)
-    sizes = package_sizes(inputs.lock_text, plan.spec.platform)
-    layers, files = [], []
-    for name, packages in split(sizes, set(blocks), plan.spec.heavy_packages):
-        target = f"layers/{name}.txt"
-        files.append(GeneratedFile(target, "".join(blocks[p] for p in packages)))
-        layers.append(PinnedLayer(name, packages, target))
-    return replace(plan, dep_layers=(*layers, *plan.dep_layers), generated_files=(*plan.generated_files, *files))
+    Only packages pinned by hash from an index qualify: a git, URL or path
+    requirement stays in the final ``uv sync``, which knows how to fetch it."""
+    blocks = {name: text for name, text in requirement_blocks(export_text).items()
+              if "--hash=" in text and " @ " not in text.split("\n", 1)[0]}
+    return [(name, packages, "".join(blocks[p] for p in packages))
+            for name, packages in split(sizes, set(blocks), heavy_override)]
 
 
 def can_split(pyproject: dict) -> bool:
     """Pinned layers install from the default index; a project with its own
-    indexes or non-workspace sources keeps the single ``uv sync`` layer."""
+    indexes keeps the single ``uv sync`` layer."""
     uv = pyproject.get("tool", {}).get("uv", {})
-    if any(k in uv for k in ("index", "index-url", "extra-index-url", "find-links")):
-        return False
-    return all(isinstance(src, dict) and src.get("workspace") for src in uv.get("sources", {}).values())
+    return not any(k in uv for k in ("index", "index-url", "extra-index-url", "find-links"))
+
+
+def layer_rules() -> str:
+    """What decides the split, for the template digest: changing it changes every tag."""
+    return f"heavy>={HEAVY_FLOOR};medium>={MEDIUM_FLOOR}"

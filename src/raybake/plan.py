@@ -1,4 +1,10 @@
-"""Planning: spec + project -> BuildPlan. Pure: no subprocess, no daemon."""
+"""Planning, pure: no subprocess, no daemon.
+
+Two steps. ``identify`` says what an image *is*: its spec, input hash and
+reference (cheap; all that `tag`, `pin` and job configs need). ``plan_build``
+says how it is *made*: the layers, context files, mounts, build args and
+labels, from the identity plus two facts found outside (raybake.planner): the
+lock's requirements exported for the spec, and the base image's Python."""
 
 from __future__ import annotations
 
@@ -7,20 +13,18 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
-from pathlib import Path
 
-from raybake import __version__
-from raybake.errors import ProjectError
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+from raybake import __version__, contract
+from raybake.errors import ProjectError, SpecError
 from raybake.hashing import InputHash, hash_inputs
+from raybake.layers import can_split, layer_rules, package_sizes, pinned_layers
+from raybake.lockfile import SUPPORTED_LOCK_VERSION, LockFile, lock_header
 from raybake.project import Project
 from raybake.spec import ImageSpec
 
-# Bump when render() changes what it emits for the same plan: it is hashed.
-TEMPLATE_VERSION = 4
 SOURCE_DATE_EPOCH = 0  # fixed, for reproducible digests
-PROJECT_DIR = "/opt/project"  # where the lock and pyproject are bound during uv sync
-SUPPORTED_LOCK_VERSION = 1  # uv.lock `version` the bundled uv reads
-LABEL_PREFIX = "dev.raybake"
 # The proxy CA bundle reaches uv through a read-only bind mount from this named
 # build context, not a BuildKit secret: a secret mount costs 1-3 s per RUN step
 # here (docker/buildx#2479), and a CA bundle holds only public certificates.
@@ -28,6 +32,8 @@ LABEL_PREFIX = "dev.raybake"
 CA_CONTEXT = "ca"
 CA_FILE = "ca.pem"
 SEAL_SCRIPT = "raybake/seal_layer.py"  # context path; run after each dependency install
+# Bump when render() changes what it emits for the same plan: it is hashed.
+TEMPLATE_VERSION = 5
 
 
 @cache
@@ -42,23 +48,45 @@ def seal_script() -> str:
 
 @cache
 def template_digest() -> str:
-    h = hashlib.sha256(f"raybake-template-{TEMPLATE_VERSION}\n".encode())
+    h = hashlib.sha256(f"raybake-template-{TEMPLATE_VERSION}\n{layer_rules()}\n".encode())
     h.update(base_dockerfile().encode())
     h.update(seal_script().encode())
     return h.hexdigest()
 
 
 @dataclass(frozen=True)
-class ContextFile:
-    """A file copied into the staged build context."""
+class ImageIdentity:
+    """What an image is: the spec, the hash of what decides it, its reference."""
 
-    source: Path
+    spec: ImageSpec
+    input_hash: InputHash
+    reference: str
+
+    @property
+    def tag(self) -> str:
+        return self.reference.rsplit(":", 1)[1]
+
+
+@dataclass(frozen=True)
+class ContextFile:
+    """A file of the project copied into the build context (only pyproject.toml
+    files, uv.lock and path-source artifacts: never source)."""
+
+    source: str  # relative to the project root, POSIX
     target: str  # POSIX path inside the context
 
 
 @dataclass(frozen=True)
+class GeneratedFile:
+    """A file raybake writes into the build context."""
+
+    target: str
+    content: str
+
+
+@dataclass(frozen=True)
 class SyncLayer:
-    """One ``RUN uv sync`` step installing (part of) the locked environment."""
+    """One ``RUN uv sync`` step installing (the rest of) the locked environment."""
 
     uv_args: tuple[str, ...]
 
@@ -74,40 +102,69 @@ class PinnedLayer:
 
 
 @dataclass(frozen=True)
-class GeneratedFile:
-    """A file raybake writes into the build context."""
-
-    target: str
-    content: str
-
-
-@dataclass(frozen=True)
 class BuildPlan:
-    spec: ImageSpec
-    input_hash: InputHash
-    reference: str
+    """How an image is made; everything render() and the executor need."""
+
+    identity: ImageIdentity
+    python: str  # X.Y.Z of the base image's interpreter the venv is made from
+    requirements: str  # `uv export` of the spec's selection (with hashes); verification reads it too
     apt_packages: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
     dep_layers: tuple[PinnedLayer | SyncLayer, ...]  # lowest first; the last is the sync
     context_files: tuple[ContextFile, ...]
-    bind_files: tuple[str, ...]  # context paths bound into PROJECT_DIR for uv
+    bind_files: tuple[str, ...]  # context paths bound into the project dir for uv sync
     index_secrets: tuple[str, ...]  # host variables passed as BuildKit secrets of the same name; never hashed
     build_args: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     generated_files: tuple[GeneratedFile, ...] = ()
 
     @property
-    def tag(self) -> str:
-        return self.reference.rsplit(":", 1)[1]
+    def spec(self) -> ImageSpec:
+        return self.identity.spec
+
+    @property
+    def reference(self) -> str:
+        return self.identity.reference
+
+    @property
+    def input_hash(self) -> InputHash:
+        return self.identity.input_hash
 
 
 def reference_for(spec: ImageSpec, input_hash: InputHash) -> str:
     return f"{spec.repository}:{spec.name}-{input_hash.short}"
 
 
-def uv_selection_args(spec: ImageSpec) -> tuple[str, ...]:
-    """The groups and extras a spec selects, as uv flags (for sync and export alike)."""
-    args = [] if spec.dev else ["--no-dev"]
+def check_lock_version(project: Project, uv_version: str) -> None:
+    found = lock_header(project.lock_bytes).version
+    if found is not None and found > SUPPORTED_LOCK_VERSION:
+        raise ProjectError(
+            f"{project.root / 'uv.lock'} has lock format version {found}; "
+            f"the uv in the image ({uv_version}) reads version {SUPPORTED_LOCK_VERSION}",
+            fix="upgrade raybake's uv dependency to the uv release that wrote this lock "
+                "(see `uv --version` where the lock was made)")
+
+
+def identify(project: Project, spec: ImageSpec, *, uv_version: str) -> ImageIdentity:
+    check_lock_version(project, uv_version)
+    input_hash = hash_inputs(project, spec, uv_version=uv_version, template_digest=template_digest())
+    return ImageIdentity(spec, input_hash, reference_for(spec, input_hash))
+
+
+# ---- selection: which of the lock a spec installs ----
+
+def uv_selection_args(project: Project, spec: ImageSpec) -> tuple[str, ...]:
+    """The packages, groups and extras a spec selects, as uv flags (sync and export alike).
+
+    A workspace whose root is virtual or declares no dependencies of its own
+    installs every member's (``--all-packages``), as ``uv sync`` there would
+    install nothing useful."""
+    args = []
+    if spec.package:
+        args += ["--package", spec.package]
+    elif spec.all_packages or (project.members and (project.virtual or not project.root_has_dependencies)):
+        args.append("--all-packages")
+    args += [] if spec.dev else ["--no-dev"]
     args.append("--no-default-groups")
     for group in spec.groups:
         args += ["--group", group]
@@ -118,52 +175,109 @@ def uv_selection_args(spec: ImageSpec) -> tuple[str, ...]:
     return tuple(args)
 
 
-def uv_sync_args(project: Project, spec: ImageSpec) -> tuple[str, ...]:
-    args = ["--frozen", "--no-install-project"]
+def local_package_args(project: Project, *, verb: str) -> tuple[str, ...]:
+    """Leave the project's own packages out: they ship through working_dir.
+    ``verb`` is "install" (uv sync) or "emit" (uv export)."""
+    args = [f"--no-{verb}-project"]
     if project.members:
-        args.append("--no-install-workspace")
-    return (*args, *uv_selection_args(spec))
+        args.append(f"--no-{verb}-workspace")
+    for package in project.path_packages:
+        args += [f"--no-{verb}-package", package.name]
+    return tuple(args)
 
 
-def lock_version(lock_bytes: bytes) -> int | None:
-    """The lock format version from uv.lock's header, without parsing the whole
-    file (tomllib takes 0.2 s on a 70-package lock)."""
-    m = re.search(rb"^version\s*=\s*(\d+)\s*$", lock_bytes[:4096], re.M)
-    return int(m.group(1)) if m else None
+def uv_sync_args(project: Project, spec: ImageSpec) -> tuple[str, ...]:
+    return ("--frozen", *local_package_args(project, verb="install"), *uv_selection_args(project, spec))
 
 
-def check_lock_version(project: Project, uv_version: str) -> None:
-    found = lock_version(project.lock_bytes)
-    if found is not None and found > SUPPORTED_LOCK_VERSION:
-        raise ProjectError(
-            f"{project.root / 'uv.lock'} has lock format version {found}; "
-            f"the uv in the image ({uv_version}) reads version {SUPPORTED_LOCK_VERSION}",
-            fix="upgrade raybake's uv dependency to the uv release that wrote this lock "
-                "(see `uv --version` where the lock was made)")
+def needs_git(requirements: str) -> bool:
+    """A git source among the spec's requirements: uv clones it with git."""
+    return "git+" in requirements
 
 
-def plan_build(project: Project, spec: ImageSpec, *, uv_version: str) -> BuildPlan:
-    check_lock_version(project, uv_version)
-    input_hash = hash_inputs(project, spec, uv_version=uv_version, template_digest=template_digest())
-    context = [ContextFile(project.root / "pyproject.toml", "pyproject.toml"),
-               ContextFile(project.root / "uv.lock", "uv.lock")]
-    context += [ContextFile(project.root / m.path / "pyproject.toml", f"{m.path}/pyproject.toml")
-                for m in project.members]
+# ---- the base image's Python ----
+
+def resolve_python(spec: ImageSpec, requires_python: str | None, interpreters: dict[str, str]) -> str:
+    """The X.Y.Z of the base image's interpreter the venv is made from.
+
+    ``interpreters`` maps command names found in the base (python3, python3.11)
+    to their versions. A spec or .python-version that names X.Y needs pythonX.Y
+    (a different patch release is accepted: a developer's pin is not the
+    cluster's); without one, the base's own python3 when it satisfies
+    requires-python, else its newest pythonX.Y that does."""
+    found = ", ".join(f"{cmd} ({v})" for cmd, v in sorted(interpreters.items())) or "no python3 at all"
+    where = f"base image {spec.base_image}"
+    try:
+        allowed = SpecifierSet(requires_python or "")
+    except InvalidSpecifier:
+        allowed = SpecifierSet()
+
+    def ok(version: str) -> bool:
+        return allowed.contains(version, prereleases=True)
+
+    if spec.python:
+        minor = ".".join(spec.python.split(".")[:2])
+        version = interpreters.get(f"python{minor}")
+        if version is None:
+            raise SpecError(f"{spec.source}: Python {spec.python} is asked for, but the {where} has {found}",
+                            fix=f"set base_image to an image with python{minor}, or set `python:` in the spec "
+                                "(or .python-version) to a version the base image has")
+    else:
+        candidates = [interpreters.get("python3")] + sorted(
+            (v for c, v in interpreters.items() if re.fullmatch(r"python3\.\d+", c)),
+            key=lambda v: tuple(int(x) for x in v.split(".")[:3] if x.isdigit()), reverse=True)
+        version = next((v for v in candidates if v and ok(v)), None)
+        if version is None:
+            raise SpecError(f"{spec.source}: the {where} has {found}; none satisfies requires-python "
+                            f"{requires_python}",
+                            fix="set base_image to an image whose Python satisfies requires-python, "
+                                "or widen requires-python in pyproject.toml and run `uv lock`")
+    if not ok(version):
+        raise SpecError(f"{spec.source}: the {where} has Python {version}, which does not satisfy "
+                        f"requires-python {requires_python}",
+                        fix="set base_image to an image whose Python satisfies requires-python, "
+                            "or change requires-python in pyproject.toml and run `uv lock`")
+    return version
+
+
+# ---- the recipe ----
+
+def plan_build(project: Project, identity: ImageIdentity, *, requirements: str, lock: LockFile,
+               python: str) -> BuildPlan:
+    """The whole recipe of an image. ``requirements`` is `uv export --frozen`
+    (with hashes) of the spec's selection; ``python`` the base image's X.Y.Z."""
+    spec = identity.spec
+    context = [ContextFile("pyproject.toml", "pyproject.toml"), ContextFile("uv.lock", "uv.lock")]
+    context += [ContextFile(f"{p.path}/pyproject.toml", f"{p.path}/pyproject.toml")
+                for p in project.local_packages if p.pyproject]
+    context += [ContextFile(a.path, a.path) for a in project.path_artifacts]
+    generated = [GeneratedFile(SEAL_SCRIPT, seal_script())]
+    layers: list[PinnedLayer | SyncLayer] = []
+    if can_split(project.pyproject):
+        for name, packages, text in pinned_layers(requirements, package_sizes(lock, spec.platform),
+                                                  spec.heavy_packages):
+            target = f"layers/{name}.txt"
+            generated.append(GeneratedFile(target, text))
+            layers.append(PinnedLayer(name, packages, target))
+    layers.append(SyncLayer(uv_sync_args(project, spec)))
+    apt = set(spec.apt_packages)
+    if needs_git(requirements):
+        apt.add("git")
     return BuildPlan(
-        spec=spec,
-        input_hash=input_hash,
-        reference=reference_for(spec, input_hash),
-        apt_packages=spec.apt_packages,
+        identity=identity,
+        python=python,
+        requirements=requirements,
+        apt_packages=tuple(sorted(apt)),
         env=spec.env,
-        dep_layers=(SyncLayer(uv_sync_args(project, spec)),),
+        dep_layers=tuple(layers),
         context_files=tuple(context),
         bind_files=tuple(c.target for c in context),
         index_secrets=spec.index_secrets,
-        build_args=(("BASE_IMAGE", spec.base_image), ("PYTHON_VERSION", spec.python),
+        build_args=(("BASE_IMAGE", spec.base_image), ("PYTHON_VERSION", ".".join(python.split(".")[:2])),
                     ("SOURCE_DATE_EPOCH", str(SOURCE_DATE_EPOCH))),
-        labels=((f"{LABEL_PREFIX}.input-hash", input_hash.hexdigest),
-                (f"{LABEL_PREFIX}.spec", spec.name),
-                (f"{LABEL_PREFIX}.project", project.name),
-                (f"{LABEL_PREFIX}.version", __version__)),
-        generated_files=(GeneratedFile(SEAL_SCRIPT, seal_script()),),
+        labels=((contract.LABEL_INPUT_HASH, identity.input_hash.hexdigest),
+                (contract.LABEL_SPEC, spec.name),
+                (contract.LABEL_PROJECT, project.name),
+                (contract.LABEL_VERSION, __version__)),
+        generated_files=tuple(generated),
     )

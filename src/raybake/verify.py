@@ -1,38 +1,30 @@
 """Verifying a built image's environment against the lock, inside a container.
 
-One container run of raybake.probe (no network) reports the environment; the
-comparison with the lock happens here, on the host."""
+One container run of raybake.probe (no network, isolated interpreter) reports
+the environment; the comparison with the lock and the classification of
+import failures happen here, on the host, in pure functions."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from typing import Any
 
-from raybake.errors import VerificationFailed
-from raybake.plan import BuildPlan, uv_selection_args
-from raybake.project import Project, canonicalize_name
-from raybake.spec import ImageSpec
-from raybake.tools import docker
-from raybake.tools.uv import export_requirements
+from packaging.utils import canonicalize_name
 
-# Set by Dockerfile.base; Ray workers depend on them.
-REQUIRED_ENV = {
-    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
-    "UV_PROJECT_ENVIRONMENT": "/opt/venv",
-    "VIRTUAL_ENV": "/opt/venv",
-    "UV_LINK_MODE": "copy",
-    "UV_COMPILE_BYTECODE": "1",
-    "UV_PYTHON_DOWNLOADS": "never",
-}
-# Seeded into the venv by Dockerfile.base (Ray bootstraps with pip); allowed
-# beside the lock unless the lock pins them, then their versions must match.
-SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
+from raybake import contract
+from raybake.errors import VerificationFailed
+from raybake.plan import BuildPlan
+from raybake.project import Project
+from raybake.spec import ImageSpec
+
 IMPORT_TIMEOUT = 60
-VENV_PYTHON = "/opt/venv/bin/python"
 _MARK = "@@RAYBAKE@@"
+_SHARED_LIBRARY = re.compile(r"([\w.+-]+\.so[\w.]*): cannot open shared object file")
 
 
 @dataclass(frozen=True)
@@ -48,6 +40,7 @@ class VerifyReport:
     checks: tuple[str, ...]
     facts: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    notes: tuple[str, ...] = ()  # seen, explained, not failures
 
     @property
     def ok(self) -> bool:
@@ -63,19 +56,20 @@ class VerifyReport:
         for check in self.checks:
             lines.append(f"  {'FAIL' if check in failed else 'ok  '}  {check}")
             lines += [f"        {f.message}" for f in self.findings if f.check == check]
+        lines += [f"  note  {n}" for n in self.notes]
         return "\n".join(lines)
 
 
 def locked_selection(requirements: str, markers: dict[str, str] | None) -> dict[str, str | None]:
     """{name: version} of the exported lock selection that applies to ``markers``
-    (every line, when ``markers`` is None).
+    (every line, when ``markers`` is None). Hash options are ignored.
 
     A URL or path requirement has version None: only its presence is checked."""
     from packaging.requirements import Requirement
 
     selected: dict[str, str | None] = {}
-    for raw in requirements.splitlines():
-        line = raw.strip()
+    for raw in requirements.replace("\\\n", " ").splitlines():
+        line = raw.split(" --hash", 1)[0].strip()
         if not line or line.startswith(("#", "-")):
             continue
         req = Requirement(line)
@@ -86,16 +80,21 @@ def locked_selection(requirements: str, markers: dict[str, str] | None) -> dict[
     return selected
 
 
-def compare(project: Project, spec: ImageSpec, requirements: str, probe: dict[str, Any]) -> list[Finding]:
-    """Every finding of one image against its lock selection. Pure."""
+CHECKS = ("lock", "uv pip check", "project absent", "python", "pip", "ray", "imports", "files", "environment")
+
+
+def compare(project: Project, spec: ImageSpec, requirements: str, probe: dict[str, Any]
+            ) -> tuple[list[Finding], list[str]]:
+    """(findings, notes) of one image against its lock selection. Pure."""
     findings: list[Finding] = []
+    notes: list[str] = []
     installed: dict[str, str] = probe["distributions"]
     expected = locked_selection(requirements, probe["markers"])
 
     for name in sorted(expected.keys() - installed.keys()):
         findings.append(Finding("lock", f"{name}=={expected[name]} is in the lock but not installed"))
-    own = {project.name, *(m.name for m in project.members)}
-    for name in sorted(installed.keys() - expected.keys() - SEED_PACKAGES - own):
+    own = {project.name, *(p.name for p in project.local_packages)}
+    for name in sorted(installed.keys() - expected.keys() - contract.SEED_PACKAGES - own):
         findings.append(Finding("lock", f"{name}=={installed[name]} is installed but not in the lock"))
     for name in sorted(expected.keys() & installed.keys()):
         if expected[name] is not None and expected[name] != installed[name]:
@@ -110,65 +109,118 @@ def compare(project: Project, spec: ImageSpec, requirements: str, probe: dict[st
             f"{name} {installed[name]} is installed in the image; it must come only through working_dir "
             "(Ray would fail with '.dist-info ... Directory not empty')"))
 
-    py = probe["python"]
-    if ".".join(py.split(".")[:2]) != spec.python:
-        findings.append(Finding("python", f"the image has Python {py}, the spec asks for {spec.python}"))
-    requires = project.pyproject.get("project", {}).get("requires-python")
-    if requires:
-        from packaging.specifiers import SpecifierSet
-
-        if py not in SpecifierSet(requires):
-            findings.append(Finding("python", f"Python {py} does not satisfy requires-python {requires}"))
+    findings += _python_findings(project, spec, probe["python"])
 
     if not probe["pip_importable"]:
         findings.append(Finding("pip", "pip is not importable; Ray bootstraps per-task environments with it"))
 
+    imports: dict[str, dict[str, Any]] = probe["imports"]
     if "ray" in expected:
-        if probe["ray_version"] is None:
-            findings.append(Finding("ray", f"import ray failed: {probe['import_failures'].get('ray', 'unknown')}"))
-        elif expected["ray"] and probe["ray_version"] != expected["ray"]:
-            findings.append(Finding("ray", f"ray.__version__ is {probe['ray_version']}, the lock has {expected['ray']}"))
+        ray = imports.get("ray")
+        if ray is None or not ray["ok"]:
+            findings.append(Finding("ray", "import ray failed" + (f": {ray['type']}: {ray['message']}" if ray else "")))
+        elif expected["ray"] and ray.get("version") != expected["ray"]:
+            findings.append(Finding("ray", f"ray.__version__ is {ray.get('version')}, the lock has {expected['ray']}"))
 
-    for module, error in sorted(probe["import_failures"].items()):
-        findings.append(Finding("imports", f"import {module}: {error}"))
+    provided = {m.split(".")[0] for ms in probe["modules"].values() for m in ms}
+    for module, result in sorted(imports.items()):
+        if result["ok"]:
+            continue
+        finding, note = classify_import_failure(module, result, provided)
+        if finding:
+            findings.append(Finding("imports", finding))
+        if note:
+            notes.append(note)
+    for dist, modules in sorted(probe.get("unshipped_modules", {}).items()):
+        notes.append(f"{dist} lists {', '.join(modules)} as top-level module(s) but ships no file for them: "
+                     "not imported")
 
-    for key, want in REQUIRED_ENV.items():
+    findings += _file_findings(probe, expected.keys() | contract.SEED_PACKAGES)
+
+    for key, want in contract.REQUIRED_ENV.items():
         got = probe["env"].get(key)
         if got != want:
             findings.append(Finding("environment", f"{key} is {got!r}, expected {want!r}"))
+    return findings, notes
+
+
+def classify_import_failure(module: str, result: dict[str, Any], provided: set[str]) -> tuple[str | None, str | None]:
+    """(finding, note) for one failed import.
+
+    A module missing from the whole environment that is not the one imported
+    is an optional dependency the lock does not hold: a note (a required one
+    would be missing from the lock check or `uv pip check`). A missing shared
+    library is a failure that names the library."""
+    kind, message, missing = result["type"], result["message"], result.get("missing")
+    if kind == "ModuleNotFoundError" and missing:
+        top = missing.split(".")[0]
+        if top != module.split(".")[0] and top not in provided:
+            return None, f"import {module} needs {top}, which the lock does not hold (an optional dependency)"
+    library = _SHARED_LIBRARY.search(message)
+    if library:
+        return (f"import {module}: the shared library {library.group(1)} is missing from the image; "
+                "add the Debian package that provides it to apt_packages in the spec "
+                f"(find it with `apt-file search {library.group(1)}`)"), None
+    return f"import {module}: {kind}: {message}", None
+
+
+def _python_findings(project: Project, spec: ImageSpec, python: str) -> list[Finding]:
+    findings = []
+    if spec.python and ".".join(python.split(".")[:2]) != ".".join(spec.python.split(".")[:2]):
+        findings.append(Finding("python", f"the image has Python {python}, the spec asks for {spec.python}"))
+    requires = project.requires_python
+    if requires:
+        from packaging.specifiers import SpecifierSet
+
+        if not SpecifierSet(requires).contains(python, prereleases=True):
+            findings.append(Finding("python", f"Python {python} does not satisfy requires-python {requires}"))
     return findings
 
 
-CHECKS = ("lock", "uv pip check", "project absent", "python", "pip", "ray", "imports", "environment")
+def _file_findings(probe: dict[str, Any], allowed: set[str]) -> list[Finding]:
+    """Installed files against their RECORD; .pth files that no locked dist installed."""
+    findings = [Finding("files", f"{p['file']} of {p['dist']} {p['problem']}")
+                for p in probe.get("record_problems", [])]
+    findings += [Finding("files", f"{f} is in site-packages but no installed distribution's RECORD lists it")
+                 for f in probe.get("unrecorded_files", [])]
+    for pth in probe.get("pth", []):
+        owner = pth["owner"]
+        if owner is None or owner not in allowed:
+            what = "runs code at every interpreter start" if pth["executes"] else "changes sys.path"
+            findings.append(Finding("files", f"{pth['file']} {what} and was not installed by a locked "
+                                             f"distribution ({owner or 'no RECORD lists it'})"))
+    return findings
 
 
-def verify_image(image: str, project: Project, spec: ImageSpec) -> VerifyReport:
+def verify_image(image: str, project: Project, spec: ImageSpec, requirements: str) -> VerifyReport:
+    """Verify ``image`` against ``requirements``: `uv export` of the spec's selection."""
+    from raybake.tools import docker
+
     start = time.monotonic()
-    requirements = export_requirements(project, uv_selection_args(spec))
     # Markers are evaluated later, against the image: this is a superset.
     locked = sorted(locked_selection(requirements, None))
-    args = {"locked": locked, "skip": list(spec.import_skip), "timeout": IMPORT_TIMEOUT, "env": sorted(REQUIRED_ENV),
-            "ray": "ray" in locked}
+    args = {"venv": contract.VENV, "locked": locked, "skip": list(spec.import_skip), "timeout": IMPORT_TIMEOUT,
+            "jobs": max(2, min(8, (os.cpu_count() or 2) * 2)), "env": sorted(contract.REQUIRED_ENV)}
     source = files("raybake").joinpath("probe.py").read_text(encoding="utf-8")
-    code, out, err = docker.run_container(image, [VENV_PYTHON, "-c", source, json.dumps(args)])
+    code, out, err = docker.run_container(image, [contract.VENV_PYTHON, "-I", "-S", "-c", source, json.dumps(args)])
     if _MARK not in out:
         raise VerificationFailed(
-            f"could not inspect the environment of {image}: {VENV_PYTHON} failed (exit {code}):\n"
+            f"could not inspect the environment of {image}: {contract.VENV_PYTHON} failed (exit {code}):\n"
             f"{(err or out).strip()[-2000:]}",
-            fix="the image must be built by raybake (Dockerfile.base puts the environment in /opt/venv)")
+            fix=f"the image must be built by raybake (Dockerfile.base puts the environment in {contract.VENV})")
     probe = json.loads(out.rsplit(_MARK, 1)[1])
-    findings = compare(project, spec, requirements, probe)
+    findings, notes = compare(project, spec, requirements, probe)
     facts = {"python": probe["python"], "distributions": len(probe["distributions"]),
              "modules_imported": probe["imported"], "probe_seconds": probe["seconds"]}
-    checks = tuple(c for c in CHECKS if c != "ray" or args["ray"])
-    return VerifyReport(image, tuple(findings), checks, facts, time.monotonic() - start)
+    checks = tuple(c for c in CHECKS if c != "ray" or "ray" in locked)
+    return VerifyReport(image, tuple(findings), checks, facts, time.monotonic() - start, tuple(notes))
 
 
 def verify_or_raise(project: Project, plan: BuildPlan, image_id: str) -> None:
     """The build's gate: a failing image is never tagged."""
-    report = verify_image(image_id, project, plan.spec)
+    report = verify_image(image_id, project, plan.spec, plan.requirements)
     if not report.ok:
         raise VerificationFailed(
             f"the built image's environment does not match the lock; it was not tagged:\n{report.render()}",
-            fix="fix what the findings name (the lock, the spec's groups/extras, import_skip for modules "
-                "that cannot import without hardware), then build again")
+            fix="fix what the findings name (the lock, the spec's groups/extras, apt_packages for missing "
+                "shared libraries, import_skip for modules that cannot import without hardware), then build again")

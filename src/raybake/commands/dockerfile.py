@@ -2,9 +2,9 @@ from pathlib import Path
 
 import click
 
-from raybake.build import plans_for, with_layers
 from raybake.commands.options import project_option
 from raybake.dockerfile import render
+from raybake.planner import identities_for, make_plan
 from raybake.project import load_project
 
 
@@ -14,5 +14,5 @@ from raybake.project import load_project
 def command(name: str | None, project_dir: Path) -> None:
     """Print the generated Dockerfile of an image spec."""
     project = load_project(project_dir)
-    (plan,) = plans_for(project, (name,) if name else ())
-    click.echo(render(with_layers(project, plan)), nl=False)
+    (identity,) = identities_for(project, (name,) if name else ())
+    click.echo(render(make_plan(project, identity)), nl=False)

@@ -18,14 +18,14 @@ def command(name: str | None, entrypoint: str, fmt: str, stage_dir: Path | None,
     """Print a Ray job config: the image as node image, the source as working_dir."""
     import shlex
 
-    from raybake.build import plans_for
+    from raybake.planner import identities_for
     from raybake.jobs import anyscale_job_config, image_for_job, ray_job_config
     from raybake.paths import cache_dir
     from raybake.project import load_project
     from raybake.stage import stage_project
 
     project = load_project(project_dir)
-    (plan,) = plans_for(project, (name,) if name else ())
+    (plan,) = identities_for(project, (name,) if name else ())
     staged = stage_project(project, stage_dir or cache_dir() / "stage" / project.name / plan.spec.name)
     image = image_for_job(project, plan)
     args = shlex.split(entrypoint)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import click
 
-from raybake.build import plans_for
+from raybake.planner import identities_for
 from raybake.commands.options import project_option
 from raybake.project import load_project
 
@@ -13,5 +13,5 @@ from raybake.project import load_project
 @project_option
 def command(names: tuple[str, ...], all_specs: bool, project_dir: Path) -> None:
     """Print REPOSITORY:TAG for the current lock (no daemon, no network)."""
-    for plan in plans_for(load_project(project_dir), names, all_specs=all_specs):
+    for plan in identities_for(load_project(project_dir), names, all_specs=all_specs):
         click.echo(plan.reference)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import platform
+import re
+import sys
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
-from raybake.errors import LockOutOfDate, ProjectError
+from raybake.errors import LockOutOfDate, ProjectError, ToolError
 from raybake.paths import cache_dir
 from raybake.project import Project
 from raybake.tools.run import run
@@ -32,7 +35,11 @@ def lock_check(project: Project) -> None:
     ``--offline``: a current lock is decided from local files alone, which keeps
     this usable in pre-commit hooks. The answer depends only on those files and
     uv's version, so a passing check is remembered by their digest: a source
-    edit costs nothing."""
+    edit costs nothing.
+
+    uv needs some interpreter that satisfies requires-python to run the check,
+    but the answer does not depend on which: ``.python-version`` (a developer's
+    exact patch release, often not installed here) is not asked for."""
     files = [project.root / "pyproject.toml", project.root / "uv.lock",
              *(project.root / m.path / "pyproject.toml" for m in project.members)]
     h = hashlib.sha256(uv_version().encode())
@@ -41,7 +48,9 @@ def lock_check(project: Project) -> None:
     memo = cache_dir() / "lock-checks" / h.hexdigest()
     if memo.exists():
         return
-    proc = run([uv_bin(), "lock", "--check", "--offline", "--no-progress"],
+    requires = project.requires_python
+    proc = run([uv_bin(), "lock", "--check", "--offline", "--no-progress", "--no-python-downloads",
+                "--python", _check_interpreter(requires)],
                cwd=project.root, check=False, timeout=120)
     if proc.returncode != 0:
         detail = "\n".join(line for line in (proc.stderr or proc.stdout).strip().splitlines()
@@ -49,6 +58,14 @@ def lock_check(project: Project) -> None:
         if "Failed to parse `uv.lock`" in detail:
             raise ProjectError(f"{project.root / 'uv.lock'} is not a valid lock file:\n{detail}",
                                fix="resolve merge conflicts in it, or regenerate it with `uv lock`")
+        if proc.returncode != 1:
+            # uv stopped before it could compare (exit 2): no verdict on the lock.
+            missing = "interpreter" in detail.lower() or "python" in detail.lower()
+            raise ToolError(
+                f"could not check {project.root / 'uv.lock'} against pyproject.toml:\n{detail}",
+                fix=(f"uv needs a Python interpreter satisfying requires-python {requires or '(any)'} on this "
+                     f"machine to check the lock; install one (`uv python install {_lowest(requires)}`) "
+                     "or put it on PATH") if missing else "fix what uv reports above")
         raise LockOutOfDate(
             f"{project.root / 'uv.lock'} is out of date with pyproject.toml:\n{detail}",
             fix=f"run `uv lock` in {project.root} and commit uv.lock")
@@ -56,12 +73,27 @@ def lock_check(project: Project) -> None:
     memo.touch()
 
 
-def export_requirements(project: Project, selection: tuple[str, ...], *, hashes: bool = False) -> str:
-    """The lock's selection as requirements.txt lines with markers (no network)."""
-    args = [uv_bin(), "export", "--frozen", "--no-emit-project", "--no-header",
-            "--no-annotate", "--format", "requirements-txt", "--no-progress"]
-    if not hashes:
-        args.append("--no-hashes")
-    if project.members:
-        args.append("--no-emit-workspace")
-    return run([*args, *selection], cwd=project.root, timeout=120).stdout
+def _check_interpreter(requires: str | None) -> str:
+    """raybake's own interpreter when it satisfies requires-python (no search at
+    all), else the requirement itself for uv to find among installed ones."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    here = platform.python_version()
+    try:
+        if not requires or here in SpecifierSet(requires):
+            return sys.executable
+    except InvalidSpecifier:
+        return sys.executable  # uv reports the bad requires-python itself
+    return requires
+
+
+def _lowest(requires: str | None) -> str:
+    m = re.search(r"(\d+\.\d+)", requires or "")
+    return m.group(1) if m else "3"
+
+
+def export_requirements(project: Project, args: tuple[str, ...]) -> str:
+    """The lock's selection (``args``: uv's selection flags) as requirements.txt
+    lines with markers and hashes, from the lock alone (no network)."""
+    return run([uv_bin(), "export", "--frozen", "--no-header", "--no-annotate", "--format", "requirements-txt",
+                "--no-progress", *args], cwd=project.root, timeout=120).stdout

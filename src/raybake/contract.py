@@ -1,0 +1,31 @@
+"""The image contract: what every image raybake builds provides, in one place.
+
+Dockerfile.base sets these up; verification, job configs and the local Ray
+head rely on them. tests/test_contract.py checks them against Dockerfile.base."""
+
+from __future__ import annotations
+
+VENV = "/opt/venv"
+VENV_BIN = f"{VENV}/bin"
+VENV_PYTHON = f"{VENV_BIN}/python"
+PROJECT_DIR = "/opt/project"  # where the lock and pyproject files are bound during uv sync
+UV_CACHE = "/root/.cache/uv"
+
+# Set by Dockerfile.base; Ray workers depend on them, verification checks them.
+REQUIRED_ENV = {
+    "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+    "UV_PROJECT_ENVIRONMENT": VENV,
+    "VIRTUAL_ENV": VENV,
+    "UV_LINK_MODE": "copy",
+    "UV_COMPILE_BYTECODE": "1",
+    "UV_PYTHON_DOWNLOADS": "never",
+}
+# Seeded into the venv by Dockerfile.base (Ray bootstraps with pip); allowed
+# beside the lock unless the lock pins them, then their versions must match.
+SEED_PACKAGES = frozenset({"pip", "setuptools", "wheel"})
+
+LABEL_PREFIX = "dev.raybake"
+LABEL_INPUT_HASH = f"{LABEL_PREFIX}.input-hash"
+LABEL_SPEC = f"{LABEL_PREFIX}.spec"
+LABEL_PROJECT = f"{LABEL_PREFIX}.project"
+LABEL_VERSION = f"{LABEL_PREFIX}.version"

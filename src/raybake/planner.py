@@ -1,0 +1,78 @@
+"""The impure edge of planning: finds the two facts a recipe needs outside the
+project files, then hands them to the pure raybake.plan.
+
+- `uv export` of the spec's selection, run once per build; the same text goes
+  to verification.
+- The interpreters of the base image, from one throwaway container, remembered
+  by the base's image ID.
+
+``identities_for`` needs neither: `tag`, `pin` and job configs use it alone."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+
+from raybake.errors import EngineError
+from raybake.lockfile import parse_lock
+from raybake.paths import cache_dir
+from raybake.plan import (BuildPlan, ImageIdentity, identify, local_package_args, plan_build, resolve_python,
+                          uv_selection_args)
+from raybake.project import Project
+from raybake.spec import ImageSpec, load_specs, select
+from raybake.tools.uv import export_requirements, uv_version
+
+# Every pythonX.Y a base image may carry, and its default python3.
+_PYTHON_NAMES = ("python3", *(f"python3.{minor}" for minor in range(8, 16)))
+_FIND_PYTHONS = ("for n in " + " ".join(_PYTHON_NAMES) + "; do p=$(command -v $n) && "
+                 "\"$p\" -c 'import platform, sys; print(sys.argv[1], platform.python_version())' $n; done; true")
+
+
+def identities_for(project: Project, names: tuple[str, ...] = (), *, all_specs: bool = False,
+                   environ: Mapping[str, str] | None = None) -> tuple[ImageIdentity, ...]:
+    specs = load_specs(project, os.environ if environ is None else environ)
+    chosen = specs if all_specs else select(specs, names)
+    return tuple(identify(project, s, uv_version=uv_version()) for s in chosen)
+
+
+def spec_requirements(project: Project, spec: ImageSpec) -> str:
+    """`uv export` (with hashes) of what the spec installs, never the project's own packages."""
+    return export_requirements(project, (*local_package_args(project, verb="emit"),
+                                         *uv_selection_args(project, spec)))
+
+
+def make_plan(project: Project, identity: ImageIdentity) -> BuildPlan:
+    spec = identity.spec
+    python = resolve_python(spec, project.requires_python, base_interpreters(spec.base_image))
+    return plan_build(project, identity, requirements=spec_requirements(project, spec),
+                      lock=parse_lock(project.lock_bytes, str(project.root / "uv.lock")), python=python)
+
+
+def base_interpreters(base_image: str) -> dict[str, str]:
+    """{command: X.Y.Z} of the Pythons on the base image's PATH."""
+    from raybake.tools import docker
+
+    image_id = docker.local_image_id(base_image) or docker.pull(base_image)
+    memo = cache_dir() / "base-pythons" / f"{image_id.replace(':', '-')}.json"
+    if memo.is_file():
+        return json.loads(memo.read_text())
+    code, out, err = docker.run_container(base_image, ["sh", "-c", _FIND_PYTHONS])
+    if code != 0:
+        raise EngineError(f"could not look for Python in the base image {base_image} (exit {code}):\n"
+                          f"{(err or out).strip()[-600:]}",
+                          fix="check that the base image has a shell (sh) and runs on this machine's platform")
+    found = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith("python3"))
+    _remember(memo, found)
+    return found
+
+
+def _remember(path, value: dict[str, str]) -> None:
+    """Best effort: an unwritable cache only costs the next run a container."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(value, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass
