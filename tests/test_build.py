@@ -1,10 +1,13 @@
 """`raybake build` on the real engine and registry, with small real projects."""
 
 import re
+import subprocess
 import time
 
 import pytest
 from helpers import docker, raybake
+
+from raybake.tools.uv import uv_bin
 
 pytestmark = pytest.mark.engine
 
@@ -37,8 +40,7 @@ def test_build_then_skip_until_the_lock_changes(engine, copy_fixture, unique_rep
     (root / "pyproject.toml").write_text(text)
     stale = raybake("build", "-C", str(root), env=env, check=False)
     assert stale.returncode == 2 and "out of date" in stale.stderr and "uv lock" in stale.stderr
-    import subprocess
-    subprocess.run(["uv", "lock", "-q"], cwd=root, check=True)
+    subprocess.run([str(uv_bin()), "lock", "-q"], cwd=root, check=True)
     third = raybake("build", "-C", str(root), env=env)
     assert ref_of(third.stdout) != ref and " built " in third.stdout
 

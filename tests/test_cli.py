@@ -44,3 +44,13 @@ def test_a_base_image_that_cannot_be_had_is_an_error_before_any_build(engine, co
     assert proc.returncode == 2, proc.stderr
     assert "raybake-test/absent-base:1 is not in the local image store" in proc.stderr
     assert "docker pull" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.engine
+def test_a_python_the_base_image_lacks_is_an_error_before_any_build(engine, copy_fixture):
+    root = copy_fixture("small")
+    (root / ".python-version").write_text("3.12\n")
+    proc = raybake("build", "-C", str(root), check=False, env=engine.env())
+    assert proc.returncode == 2, proc.stderr
+    assert "Python 3.12 is asked for" in proc.stderr and "python3.11 (3.11" in proc.stderr
+    assert ".python-version" in proc.stderr and "building" not in proc.stderr

@@ -80,3 +80,19 @@ def test_layers_go_from_stable_to_volatile(copy_fixture):
     text = render(recipe(project, spec))
     order = [text.index(s) for s in ("FROM ${BASE_IMAGE}", "apt-get install", 'ENV A="b"', "uv sync", "LABEL ")]
     assert order == sorted(order)
+
+
+def test_git_is_added_only_when_the_specs_selection_has_a_git_source(copy_fixture):
+    """Decided per spec from its own export: a git source in a group the spec
+    does not select neither adds git nor turns off the split layers."""
+    project = load_project(copy_fixture("small"))
+    (spec,) = load_specs(project, {"RAYBAKE_BASE_IMAGE": "b:1"})
+    identity = identify(project, spec, uv_version="0.0.0")
+    plain = spec_requirements(project, spec)
+    with_git = plain + "gitdep @ git+https://example.com/org/gitdep@0123456789abcdef\n"
+    lock = parse_lock(project.lock_bytes)
+    without = plan_build(project, identity, requirements=plain, lock=lock, python="3.11.2")
+    needing = plan_build(project, identity, requirements=with_git, lock=lock, python="3.11.2")
+    assert "git" not in without.apt_packages and "git" in needing.apt_packages
+    assert without.dep_layers == needing.dep_layers  # the git source goes to the final uv sync
+    assert "apt-get install -y --no-install-recommends git" in render(needing)

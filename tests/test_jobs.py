@@ -1,6 +1,7 @@
 """Job configs: pure pieces and the CLI output users paste."""
 
 import json
+import os
 
 import pytest
 import yaml
@@ -54,3 +55,12 @@ def test_job_config_uses_the_pin(copy_fixture, tmp_path):
     config = json.loads(raybake("job-config", "-C", str(root), "--entrypoint", "python x.py",
                                 "--stage-dir", str(tmp_path / "wd")).stdout)
     assert config["metadata"]["raybake.image"] == "small:default-0123456789abcdef"
+
+
+def test_submit_refuses_an_image_without_ray_before_starting_anything(copy_fixture):
+    """small locks no Ray: no build, no head container, no traceback."""
+    proc = raybake("submit", "-C", str(copy_fixture("small")), "--", "python", "main.py", check=False,
+                   env={**os.environ, "DOCKER_HOST": "unix:///nonexistent", "RAY_ADDRESS": ""})
+    assert proc.returncode == 2, proc.stderr
+    assert "would have no Ray" in proc.stderr and "uv add 'ray[default]'" in proc.stderr
+    assert "Traceback" not in proc.stderr

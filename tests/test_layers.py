@@ -10,6 +10,7 @@ from helpers import docker, raybake
 
 from raybake.layers import MiB, can_split, package_sizes, pinned_layers, requirement_blocks, split
 from raybake.lockfile import parse_lock
+from raybake.tools.uv import uv_bin
 
 EXPORT = """\
 numpy==2.3.1 ; python_full_version >= '3.11' \\
@@ -73,7 +74,7 @@ def test_a_small_new_dependency_rebuilds_only_the_top_layer(engine, copy_fixture
 
     text = (root / "pyproject.toml").read_text().replace('"six==1.17.0"]', '"six==1.17.0", "iniconfig==2.0.0"]')
     (root / "pyproject.toml").write_text(text)
-    subprocess.run(["uv", "lock", "-q"], cwd=root, check=True)
+    subprocess.run([str(uv_bin()), "lock", "-q"], cwd=root, check=True)
     second = raybake("build", "-C", str(root), env=env)
     ref2 = second.stdout.split()[0]
     assert ref2 != ref1

@@ -75,3 +75,12 @@ def test_staged_tree_never_holds_env_or_git(example, tmp_path):
     names = {p.relative_to(out).as_posix() for p in out.rglob("*")}
     assert "main.py" in names and "src/ray_app/stats.py" in names
     assert not any(re.match(r"(^|/)(\.env|\.git)(/|$)", n) for n in names), names
+
+
+def test_a_failed_job_fails_the_command_without_pointing_at_the_stopped_head(example):
+    root, env = example
+    proc = raybake("submit", "-C", str(root), "--", "python", "-c", "raise SystemExit(3)", env=env,
+                   timeout=600, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "ended FAILED" in proc.stderr and "has been stopped" in proc.stderr
+    assert "ray job logs" not in proc.stderr

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raybake.build import Reporter, build_plan, plans_for
-from raybake.errors import RegistryError, ToolError
-from raybake.plan import BuildPlan
+from raybake.build import Reporter, build_plan
+from raybake.contract import VENV_BIN, VENV_PYTHON
+from raybake.planner import identities_for
+from raybake.errors import ProjectError, RegistryError, ToolError
+from raybake.plan import ImageIdentity
 from raybake.project import Project, load_project
 from raybake.stage import DEFAULT_EXCLUDES, SECRET_EXCLUDES, StagedTree, stage_project
 from raybake.tools import docker
@@ -29,8 +31,6 @@ from raybake.tools.ray import client_version, submit_and_follow, wait_for_dashbo
 from raybake.tools.uv import lock_check
 from raybake.verify import verify_or_raise
 
-VENV_PYTHON = "/opt/venv/bin/python"
-VENV_BIN = "/opt/venv/bin"
 SETUP_TIMEOUT_SECONDS = 600  # Ray's default; raised workers time out in registration otherwise
 HEAD_START_TIMEOUT = 120
 
@@ -50,7 +50,7 @@ def entrypoint_command(args: Sequence[str]) -> str:
     return shlex.join([first, *rest])
 
 
-def runtime_env(plan: BuildPlan, staged: StagedTree) -> dict[str, Any]:
+def runtime_env(plan: ImageIdentity, staged: StagedTree) -> dict[str, Any]:
     env_vars = dict(plan.spec.env)
     if staged.python_path:
         # Workers and the entrypoint start in working_dir: relative entries resolve there.
@@ -62,7 +62,7 @@ def runtime_env(plan: BuildPlan, staged: StagedTree) -> dict[str, Any]:
     }
 
 
-def ray_job_config(plan: BuildPlan, staged: StagedTree, entrypoint: Sequence[str],
+def ray_job_config(plan: ImageIdentity, staged: StagedTree, entrypoint: Sequence[str],
                    image: str) -> dict[str, Any]:
     """Keyword arguments for JobSubmissionClient.submit_job(**config)."""
     return {
@@ -72,7 +72,7 @@ def ray_job_config(plan: BuildPlan, staged: StagedTree, entrypoint: Sequence[str
     }
 
 
-def anyscale_job_config(project: Project, plan: BuildPlan, staged: StagedTree,
+def anyscale_job_config(project: Project, plan: ImageIdentity, staged: StagedTree,
                         entrypoint: Sequence[str], image: str) -> dict[str, Any]:
     """An Anyscale job YAML document: the image is the cluster's node image."""
     env = runtime_env(plan, staged)
@@ -127,7 +127,7 @@ def local_head(image: str, *, on_step=lambda message: None) -> Iterator[LocalHea
         docker.remove_container(container)
 
 
-def image_for_job(project: Project, plan: BuildPlan) -> str:
+def image_for_job(project: Project, plan: ImageIdentity) -> str:
     """The reference a job config names: the pin when the project has one, by
     digest when the image lives in a registry (a tag can move, a digest cannot)."""
     from raybake.build import is_registry_repository
@@ -149,11 +149,15 @@ def submit(project_dir: Path, names: tuple[str, ...], command: Sequence[str], *,
     head inside the image), stream the logs; return the job ID."""
     reporter = reporter or Reporter()
     project = load_project(project_dir)
-    (plan,) = plans_for(project, names)
+    (plan,) = identities_for(project, names)
+    image_ray = _image_ray_version(project, plan)  # before anything starts: no Ray, no job
     lock_check(project)
     result = build_plan(project, plan, reporter=reporter, verify=verify_or_raise)
     reporter.step(f"image {plan.reference}: {result.status}")
-    _warn_on_ray_mismatch(project, reporter)
+    client = client_version()
+    if client and image_ray and client != image_ray:
+        reporter.step(f"warning: Ray here is {client}, the image has {image_ray}; "
+                      "keep them equal for job submission")
     address = address or os.environ.get("RAY_ADDRESS")
     with tempfile.TemporaryDirectory(prefix="raybake-submit-") as tmp:
         staged = stage_project(project, Path(tmp) / "working_dir")
@@ -163,14 +167,19 @@ def submit(project_dir: Path, names: tuple[str, ...], command: Sequence[str], *,
             target = address or local.address
             config = ray_job_config(plan, staged, command, image=plan.reference)
             reporter.step(f"submitting `{config['entrypoint']}` to {target}")
-            return submit_and_follow(target, on_log=reporter.job_line, **config)
+            return submit_and_follow(target, on_log=reporter.job_line, head_outlives_job=bool(address), **config)
 
 
-def _warn_on_ray_mismatch(project: Project, reporter: Reporter) -> None:
-    import re
+def _image_ray_version(project: Project, plan: ImageIdentity) -> str | None:
+    """Ray's version in the spec's selection; an error when the image would have no Ray."""
+    from raybake.planner import spec_requirements
+    from raybake.verify import locked_selection
 
-    m = re.search(rb'name = "ray"\nversion = "([^"]+)"', project.lock_bytes)
-    client = client_version()
-    if m and client and client != m.group(1).decode():
-        reporter.step(f"warning: Ray here is {client}, the image has {m.group(1).decode()}; "
-                      "keep them equal for job submission")
+    selected = locked_selection(spec_requirements(project, plan.spec), None)
+    if "ray" not in selected:
+        raise ProjectError(
+            f"the image of spec '{plan.spec.name}' would have no Ray: ray is not among the locked "
+            "dependencies it installs, so no Ray head or job can run in it",
+            fix="add Ray to the project (`uv add 'ray[default]'`), or select the group or extra that has it "
+                "in the spec (groups:/extras:)")
+    return selected["ray"]

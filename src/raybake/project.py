@@ -63,10 +63,46 @@ class Project:
         return (lock_header(self.lock_bytes).requires_python
                 or self.pyproject.get("project", {}).get("requires-python"))
 
+    def python_roots(self) -> tuple[str, ...]:
+        """Relative directories to put on PYTHONPATH so that the project's own
+        packages import from working_dir: each local package's import root
+        (``src/``, or the package's own directory for a flat layout). The
+        working_dir itself is on sys.path already."""
+        roots = [] if self.virtual else [r for r in _import_roots(self.root, "", self.pyproject) if r != "."]
+        for package in self.local_packages:
+            roots += _import_roots(self.root, package.path, package.pyproject)
+        return tuple(dict.fromkeys(roots))
+
     @property
     def root_has_dependencies(self) -> bool:
         table = self.pyproject.get("project", {})
         return bool(table.get("dependencies") or table.get("optional-dependencies"))
+
+
+def _import_roots(root: Path, rel: str, pyproject: dict[str, Any]) -> list[str]:
+    """Where the packages of the local package at ``rel`` import from: the build
+    backend's own settings when it has them (hatch's wheel packages,
+    setuptools' package-dir and find.where), else ``src/`` when it holds Python
+    code, else the package's directory."""
+    base = PurePosixPath(rel) if rel else PurePosixPath(".")
+    tool = pyproject.get("tool", {})
+    declared: list[PurePosixPath] = []
+    for pkg in tool.get("hatch", {}).get("build", {}).get("targets", {}).get("wheel", {}).get("packages", []):
+        declared.append((base / pkg).parent)
+    setuptools = tool.get("setuptools", {})
+    package_dir = setuptools.get("package-dir", {})
+    if isinstance(package_dir, dict) and isinstance(package_dir.get(""), str):
+        declared.append(base / package_dir[""])
+    found = setuptools.get("packages", {})
+    if isinstance(found, dict):
+        declared += [base / w for w in found.get("find", {}).get("where", [])]
+    if declared:
+        return [d.as_posix() for d in declared]
+    src = root / base / "src"
+    if src.is_dir() and any(p.suffix == ".py" or (p.is_dir() and not p.name.startswith((".", "_")))
+                            for p in src.iterdir()):
+        return [(base / "src").as_posix()]
+    return [base.as_posix()]
 
 
 def read_toml(path: Path) -> dict[str, Any]:

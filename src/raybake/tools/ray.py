@@ -47,8 +47,12 @@ def wait_for_dashboard(address: str, *, timeout: float, is_alive: Callable[[], b
 
 
 def submit_and_follow(address: str, *, entrypoint: str, runtime_env: Mapping[str, Any],
-                      metadata: Mapping[str, str], on_log: Callable[[str], None]) -> str:
-    """Submit a job, stream its logs, return its final status; JobFailed unless it succeeded."""
+                      metadata: Mapping[str, str], on_log: Callable[[str], None],
+                      head_outlives_job: bool = True) -> str:
+    """Submit a job, stream its logs, return its final status; JobFailed unless it succeeded.
+
+    ``head_outlives_job``: False for a head raybake stops afterwards, whose
+    logs cannot be asked for again."""
     try:
         from ray.job_submission import JobStatus, JobSubmissionClient
     except ImportError as exc:
@@ -69,7 +73,8 @@ def submit_and_follow(address: str, *, entrypoint: str, runtime_env: Mapping[str
         status = client.get_job_status(job_id)
     if status != JobStatus.SUCCEEDED:
         info = client.get_job_info(job_id)
+        again = (f"; `ray job logs {job_id} --address {address}` shows it again" if head_outlives_job
+                 else " (the local Ray head has been stopped with the job)")
         raise JobFailed(f"Ray job {job_id} ended {status.value}: {info.message or ''}".strip(),
-                        fix="read the job's log above; `ray job logs "
-                            f"{job_id} --address {address}` shows it again")
+                        fix=f"read the job's log above{again}")
     return job_id

@@ -1,0 +1,38 @@
+"""uv on the host: the lock check needs no particular interpreter and never calls
+a consistent lock out of date."""
+
+import pytest
+from helpers import raybake
+
+from raybake.errors import LockOutOfDate, ToolError
+from raybake.project import load_project
+from raybake.tools.uv import lock_check
+
+
+@pytest.mark.parametrize("pin", ["3.11.11", "3.11.9", "3.13"])
+def test_a_python_version_file_naming_an_absent_interpreter_is_not_a_stale_lock(copy_fixture, pin):
+    root = copy_fixture("small")
+    (root / ".python-version").write_text(pin + "\n")
+    lock_check(load_project(root))  # raises on failure
+    assert raybake("pin", "--lock-only", "-C", str(root)).returncode == 0
+
+
+def test_no_interpreter_for_requires_python_says_what_is_missing(copy_fixture):
+    root = copy_fixture("small")
+    for name in ("pyproject.toml", "uv.lock"):
+        path = root / name
+        path.write_text(path.read_text().replace('requires-python = ">=3.11"', 'requires-python = ">=3.99"', 1))
+    with pytest.raises(ToolError) as info:
+        lock_check(load_project(root))
+    assert "could not check" in info.value.message and "out of date" not in info.value.message
+    assert "uv python install 3.99" in info.value.fix
+
+
+def test_a_stale_lock_is_out_of_date(copy_fixture):
+    root = copy_fixture("small")
+    path = root / "pyproject.toml"
+    path.write_text(path.read_text().replace('"six==1.17.0"', '"six==1.16.0"'))
+    with pytest.raises(LockOutOfDate) as info:
+        lock_check(load_project(root))
+    assert "uv lock" in info.value.fix
+
