@@ -1,0 +1,112 @@
+"""Real public uv projects (tests/fixtures/real, see its README.md) built as a new
+user would: `raybake build` must succeed, which includes verification, and the
+project's own code must then run from the staged source against the image, in a
+Ray job for the Ray apps. One build per fixture.
+
+Two fixtures pin a Python the offline base image (3.11.2) cannot give; raybake
+must say so before building anything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES
+from helpers import docker, raybake
+
+pytestmark = pytest.mark.engine
+
+REAL = FIXTURES / "real"
+
+
+@dataclass(frozen=True)
+class RealProject:
+    fixture: str  # directory under tests/fixtures/real
+    project: str  # the uv project inside it, relative (what -C points at)
+    marker: str  # printed by raybake_smoke.py only when the project's code ran
+
+    @property
+    def id(self) -> str:
+        return self.fixture
+
+
+RAY_APPS = [
+    RealProject("lance-ray", ".", "raybake-smoke lance_ray 0.0.1 rows=3"),
+]
+PLAIN = [
+    RealProject("postmodern-mono", ".", "raybake-smoke postmodern ok"),
+    RealProject("jasperhg90-uv-monorepo", ".", "raybake-smoke jasperhg90 ok two=2"),
+]
+
+
+def _copy(real: RealProject, tmp_path: Path) -> Path:
+    dest = tmp_path / real.fixture
+    shutil.copytree(REAL / real.fixture, dest, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    return dest / real.project
+
+
+def _build(project: Path, env: dict[str, str]) -> str:
+    raybake("build", "-C", str(project), env=env, timeout=900)
+    return raybake("tag", "-C", str(project), env=env).stdout.strip()
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("real", RAY_APPS, ids=lambda r: r.id)
+def test_ray_app_builds_and_its_job_runs_the_project_code(real, engine, tmp_path, unique_repo):
+    project = _copy(real, tmp_path)
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
+    env.pop("RAY_ADDRESS", None)
+    _build(project, env)
+    proc = raybake("submit", "-C", str(project), "--", "python", "raybake_smoke.py", env=env, timeout=900)
+    assert real.marker in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("real", PLAIN, ids=lambda r: r.id)
+def test_project_builds_and_its_code_runs_from_the_staged_source(real, engine, tmp_path, unique_repo):
+    """The job config's working_dir and PYTHONPATH, applied to the built image,
+    run the project's entry script: members' code from source, their
+    dependencies from the image."""
+    project = _copy(real, tmp_path)
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
+    ref = _build(project, env)
+    config = json.loads(raybake("job-config", "-C", str(project), "--entrypoint", "python raybake_smoke.py",
+                                env=env).stdout)
+    staged = tmp_path / "staged"
+    raybake("stage", "-C", str(project), "--out", str(staged), env=env)
+    env_vars = config["runtime_env"].get("env_vars", {})
+    run = docker("run", "--rm", "--network", "none", "-v", f"{staged}:/job:ro", "-w", "/job",
+                 *[arg for key, value in env_vars.items() for arg in ("-e", f"{key}={value}")],
+                 ref, "sh", "-c", config["entrypoint"], check=False)
+    assert run.returncode == 0 and real.marker in run.stdout, (
+        f"env_vars={env_vars}\n{run.stdout}\n{run.stderr}")
+
+
+def test_path_source_outside_the_project_is_refused_before_building(engine, tmp_path, unique_repo):
+    """thromer/uv-monorepo-example: app-new depends on `lib-new = { path = "../lib-new" }`,
+    outside the directory that ships as working_dir."""
+    project = _copy(RealProject("thromer-uv-monorepo-example", "app-new", ""), tmp_path)
+    proc = raybake("build", "-C", str(project), env=engine.env(RAYBAKE_REPOSITORY=unique_repo), check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "../lib-new" in proc.stderr and "fix:" in proc.stderr and "Traceback" not in proc.stderr
+    assert "#1 " not in proc.stdout + proc.stderr  # BuildKit never started
+
+
+@pytest.mark.parametrize(("fixture", "wanted"), [
+    ("tekumara-ray-demo", "3.11.11"),  # requires-python ==3.11.11 and .python-version 3.11.11
+    ("vytharion-path-source", "3.12"),  # requires-python >=3.12
+])
+def test_python_the_base_image_lacks_is_an_error_before_building(fixture, wanted, engine, tmp_path, unique_repo):
+    project = _copy(RealProject(fixture, ".", ""), tmp_path)
+    proc = raybake("build", "-C", str(project), env=engine.env(RAYBAKE_REPOSITORY=unique_repo), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    # Names the interpreter it wanted and the one the base image has, and
+    # neither blames the lock nor the host's interpreters.
+    assert wanted in proc.stderr and "3.11.2" in proc.stderr, out
+    assert "out of date" not in out and "uv python install" not in out and "Traceback" not in out
+    assert "#1 " not in out
+    images = docker("images", "--quiet", unique_repo).stdout.strip()
+    assert images == ""
