@@ -79,6 +79,9 @@ def test_a_path_source_outside_the_project_is_refused(copy_fixture, tmp_path):
     ("pathsrc", ("src", "schemas")),
     ("workspace", ("src", "libs/liba/src", "libs/libb/src")),
     ("small", ("src",)),
+    # The root's src/ holds members (src/core), not packages: it is no import root.
+    ("real/jasperhg90-uv-monorepo", ("shared/utils/src", "src/core/src")),
+    ("real/postmodern-mono", ("apps/mycli", "apps/server", "libs/greeter")),  # one namespace package, flat
 ])
 def test_python_roots_are_where_the_packages_are(copy_fixture, fixture, roots):
     assert load_project(copy_fixture(fixture)).python_roots() == roots

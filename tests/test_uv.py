@@ -36,3 +36,25 @@ def test_a_stale_lock_is_out_of_date(copy_fixture):
         lock_check(load_project(root))
     assert "uv lock" in info.value.fix
 
+
+
+@pytest.mark.engine
+def test_without_a_host_interpreter_the_lock_is_checked_in_the_base_image(engine, copy_fixture, tmp_path, unique_repo):
+    """requires-python ==3.11.2: only the base image has it. The lock is checked
+    there before building, and a stale lock is still caught."""
+    import shutil
+
+    root = copy_fixture("small")
+    for name in ("pyproject.toml", "uv.lock"):
+        path = root / name
+        path.write_text(path.read_text().replace('requires-python = ">=3.11"', 'requires-python = "==3.11.2"', 1))
+    bin_dir = tmp_path / "bin"  # PATH with docker and no Python at all
+    bin_dir.mkdir()
+    (bin_dir / "docker").symlink_to(shutil.which("docker"))
+    env = engine.env(PATH=str(bin_dir), RAYBAKE_REPOSITORY=unique_repo)
+    proc = raybake("build", "-C", str(root), env=env)
+    assert "checking uv.lock with the Python of" in proc.stderr and " built " in proc.stdout
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace("six==1.17.0", "six==1.16.0"))
+    stale = raybake("build", "-C", str(root), env=env, check=False)
+    assert stale.returncode == 2 and "out of date" in stale.stderr and "uv lock" in stale.stderr

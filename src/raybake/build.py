@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Literal
 
 from raybake import locks
+from raybake.certs import bundle_for_build
 from raybake.dockerfile import render
-from raybake.layers import LayerInputs, can_split, layered
 from raybake.paths import cache_dir
-from raybake.plan import CA_CONTEXT, CA_FILE, SOURCE_DATE_EPOCH, BuildPlan, plan_build, uv_selection_args
+from raybake.plan import CA_CONTEXT, CA_FILE, SOURCE_DATE_EPOCH, BuildPlan, ImageIdentity
+from raybake.planner import check_lock_in_base, identities_for, make_plan
+from raybake.errors import NoInterpreter
 from raybake.project import Project, load_project
-from raybake.spec import load_specs, select
 from raybake.tools import docker
-from raybake.tools.uv import export_requirements, lock_check, uv_bin, uv_version
+from raybake.tools.uv import lock_check, uv_bin
 
 BuildStatus = Literal["built", "built and pushed", "pushed", "up to date"]
 
@@ -55,14 +56,7 @@ def is_registry_repository(repository: str) -> bool:
     return bool(rest) and ("." in first or ":" in first or first == "localhost")
 
 
-def plans_for(project: Project, names: tuple[str, ...], *, all_specs: bool = False,
-              environ: Mapping[str, str] | None = None) -> tuple[BuildPlan, ...]:
-    specs = load_specs(project, os.environ if environ is None else environ)
-    chosen = specs if all_specs else select(specs, names)
-    return tuple(plan_build(project, s, uv_version=uv_version()) for s in chosen)
-
-
-def decide(plan: BuildPlan, *, push: bool, force: bool) -> str:
+def decide(plan: ImageIdentity, *, push: bool, force: bool) -> str:
     """What a build of ``plan`` must do: "skip", "push" (already built here) or "build".
 
     Without --push the local store answers first, then a registry named in the
@@ -86,15 +80,27 @@ def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = F
     """Build (only when absent) every selected spec of the project at ``project_dir``."""
     reporter = reporter or Reporter()
     project = load_project(project_dir)
-    plans = plans_for(project, names, all_specs=all_specs)  # pure: spec and lock-format errors first
-    lock_check(project)
+    plans = identities_for(project, names, all_specs=all_specs)  # pure: spec and lock-format errors first
+    lock_checked = check_lock(project)
     return [build_plan(project, plan, push=push, force=force, no_cache=no_cache, reporter=reporter,
-                       verify=verify)
+                       verify=verify, lock_checked=lock_checked)
             for plan in plans]
 
 
-def build_plan(project: Project, plan: BuildPlan, *, push: bool = False, force: bool = False,
-               no_cache: bool = False, reporter: Reporter, verify: Callable[[Project, BuildPlan, str], None] | None = None) -> BuildResult:
+def check_lock(project: Project) -> bool:
+    """Check uv.lock here; False when this machine has no interpreter uv can check
+    it with: then every image that must be built checks it in its base image
+    first (an image that exists was built from this very lock, checked then)."""
+    try:
+        lock_check(project)
+    except NoInterpreter:
+        return False
+    return True
+
+
+def build_plan(project: Project, plan: ImageIdentity, *, push: bool = False, force: bool = False,
+               no_cache: bool = False, reporter: Reporter, verify: Callable[[Project, BuildPlan, str], None] | None = None,
+               lock_checked: bool = True) -> BuildResult:
     start = time.monotonic()
     action = decide(plan, push=push, force=force)
     if action == "skip":
@@ -107,12 +113,16 @@ def build_plan(project: Project, plan: BuildPlan, *, push: bool = False, force: 
         if action == "skip":
             return BuildResult(plan.reference, "up to date", None, None, None, time.monotonic() - start)
         if action == "build":
-            reporter.step(f"building {plan.reference}")
-            image_id = _build_image(with_layers(project, plan), reporter, no_cache=no_cache)
+            recipe = make_plan(project, plan)  # the base's Python and the lock's selection, before building
+            if not lock_checked:
+                reporter.step(f"checking uv.lock with the Python of {plan.spec.base_image}")
+                check_lock_in_base(project, recipe)
+            reporter.step(f"building {plan.reference} (Python {recipe.python} from {plan.spec.base_image})")
+            image_id = _build_image(project, recipe, reporter, no_cache=no_cache)
             try:
                 if verify is not None:
                     reporter.step(f"verifying the environment of {plan.reference}")
-                    verify(project, plan, image_id)
+                    verify(project, recipe, image_id)
                 docker.tag(image_id, plan.reference)
             except BaseException:
                 docker.remove_image(image_id)  # never leave a rejected image behind
@@ -128,15 +138,7 @@ def build_plan(project: Project, plan: BuildPlan, *, push: bool = False, force: 
                        docker.image_size(plan.reference), time.monotonic() - start)
 
 
-def with_layers(project: Project, plan: BuildPlan) -> BuildPlan:
-    """The plan as built: the dependency install split into layers (raybake.layers)."""
-    if not can_split(project.pyproject):
-        return plan
-    export = export_requirements(project, uv_selection_args(plan.spec), hashes=True)
-    return layered(plan, LayerInputs(export, project.lock_bytes.decode("utf-8")))
-
-
-def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
+def _build_image(project: Project, plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
     """Build into an untagged image; return its ID. Temporary files never outlive the call."""
     scratch = cache_dir() / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -146,7 +148,7 @@ def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
         for f in plan.context_files:
             dest = context / f.target
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f.source, dest)
+            shutil.copyfile(project.root / f.source, dest)
         for g in plan.generated_files:
             dest = context / g.target
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +160,7 @@ def _build_image(plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
         ca_ctx = tmpdir / "ca"
         ca_ctx.mkdir()
         ca = plan.spec.ca_bundle  # this machine's proxy CA; never hashed
-        (ca_ctx / CA_FILE).write_bytes(ca.read_bytes() if ca else b"")
+        (ca_ctx / CA_FILE).write_bytes(bundle_for_build(ca) if ca else b"")
         dockerfile = tmpdir / "Dockerfile"
         dockerfile.write_text(render(plan), encoding="utf-8")
         return docker.build_image(docker.BuildRequest(

@@ -31,12 +31,32 @@ class SpecError(RaybakeError):
     """An image spec (images/*.yaml or [tool.raybake]) is invalid."""
 
 
+class SettingError(RaybakeError):
+    """An environment setting (RAYBAKE_*) has a value raybake cannot use."""
+
+
 class ToolError(RaybakeError):
     """An outside tool (uv, git, ...) failed or is missing."""
 
 
+class ToolTimeout(ToolError):
+    """An outside tool did not finish within its time limit (and was stopped)."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+class NoInterpreter(ToolError):
+    """uv found no interpreter on this machine that satisfies requires-python."""
+
+
 class EngineError(RaybakeError):
     """The Docker daemon or buildx cannot be used."""
+
+
+class InvalidReference(RaybakeError):
+    """An image reference Docker refuses (too long, not lowercase, bad characters)."""
 
 
 class BuildError(RaybakeError):
@@ -67,6 +87,19 @@ class StaleError(RaybakeError):
     """A check found something stale (the pin)."""
 
     exit_code = 1
+
+
+class UnknownPinVersion(ProjectError):
+    """The pin was written in a format this raybake does not know: never rewritten."""
+
+
+class BuildsFailed(RaybakeError):
+    """Some of several images failed to build; each failure was reported as it happened."""
+
+    def __init__(self, message: str, fix: str, *, findings_only: bool) -> None:
+        super().__init__(message, fix)
+        # Exit 1 only when every failure is a finding (a rejected environment).
+        self.exit_code = 1 if findings_only else 2
 
 
 class ImageMissing(RaybakeError):

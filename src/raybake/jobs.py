@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raybake.build import Reporter, build_plan
+from raybake.build import Reporter, build_plan, check_lock
 from raybake.contract import VENV_BIN, VENV_PYTHON
 from raybake.planner import identities_for
 from raybake.errors import ProjectError, RegistryError, ToolError
@@ -28,7 +28,6 @@ from raybake.project import Project, load_project
 from raybake.stage import DEFAULT_EXCLUDES, SECRET_EXCLUDES, StagedTree, stage_project
 from raybake.tools import docker
 from raybake.tools.ray import client_version, submit_and_follow, wait_for_dashboard
-from raybake.tools.uv import lock_check
 from raybake.verify import verify_or_raise
 
 SETUP_TIMEOUT_SECONDS = 600  # Ray's default; raised workers time out in registration otherwise
@@ -151,8 +150,7 @@ def submit(project_dir: Path, names: tuple[str, ...], command: Sequence[str], *,
     project = load_project(project_dir)
     (plan,) = identities_for(project, names)
     image_ray = _image_ray_version(project, plan)  # before anything starts: no Ray, no job
-    lock_check(project)
-    result = build_plan(project, plan, reporter=reporter, verify=verify_or_raise)
+    result = build_plan(project, plan, reporter=reporter, verify=verify_or_raise, lock_checked=check_lock(project))
     reporter.step(f"image {plan.reference}: {result.status}")
     client = client_version()
     if client and image_ray and client != image_ray:

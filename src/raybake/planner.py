@@ -21,7 +21,8 @@ from raybake.plan import (BuildPlan, ImageIdentity, identify, local_package_args
                           uv_selection_args)
 from raybake.project import Project
 from raybake.spec import ImageSpec, load_specs, select
-from raybake.tools.uv import export_requirements, uv_version
+from raybake.tools.uv import (export_requirements, lock_check_args, lock_memo, lock_verdict, remember_lock_check,
+                              uv_bin, uv_version)
 
 # Every pythonX.Y a base image may carry, and its default python3.
 _PYTHON_NAMES = ("python3", *(f"python3.{minor}" for minor in range(8, 16)))
@@ -76,3 +77,24 @@ def _remember(path, value: dict[str, str]) -> None:
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+def check_lock_in_base(project: Project, plan: BuildPlan) -> None:
+    """`uv lock --check` with the base image's interpreter, for a machine that has
+    none satisfying requires-python (e.g. a `.python-version` of 3.11.11 or
+    requires-python >=3.12 on a 3.11 host). The project is mounted read-only;
+    no network."""
+    from raybake import contract
+    from raybake.tools import docker
+
+    memo = lock_memo(project)
+    if memo.exists():
+        return
+    uv = "/run/raybake-uv"
+    python = "python" + ".".join(plan.python.split(".")[:2])
+    code, out, err = docker.run_container(
+        plan.spec.base_image, [uv, *lock_check_args(python)],
+        mounts=((project.root, contract.PROJECT_DIR), (uv_bin(), uv)), workdir=contract.PROJECT_DIR,
+        env={"UV_CACHE_DIR": "/tmp/raybake-uv-cache", "HOME": "/tmp"})
+    lock_verdict(project, code, err or out, where=f"in the base image {plan.spec.base_image}")
+    remember_lock_check(memo)

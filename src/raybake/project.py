@@ -68,9 +68,10 @@ class Project:
         packages import from working_dir: each local package's import root
         (``src/``, or the package's own directory for a flat layout). The
         working_dir itself is on sys.path already."""
-        roots = [] if self.virtual else [r for r in _import_roots(self.root, "", self.pyproject) if r != "."]
+        nested = {p.path for p in self.local_packages}
+        roots = [] if self.virtual else [r for r in _import_roots(self.root, "", self.pyproject, nested) if r != "."]
         for package in self.local_packages:
-            roots += _import_roots(self.root, package.path, package.pyproject)
+            roots += _import_roots(self.root, package.path, package.pyproject, nested)
         return tuple(dict.fromkeys(roots))
 
     @property
@@ -79,7 +80,7 @@ class Project:
         return bool(table.get("dependencies") or table.get("optional-dependencies"))
 
 
-def _import_roots(root: Path, rel: str, pyproject: dict[str, Any]) -> list[str]:
+def _import_roots(root: Path, rel: str, pyproject: dict[str, Any], packages: set[str]) -> list[str]:
     """Where the packages of the local package at ``rel`` import from: the build
     backend's own settings when it has them (hatch's wheel packages,
     setuptools' package-dir and find.where), else ``src/`` when it holds Python
@@ -98,11 +99,25 @@ def _import_roots(root: Path, rel: str, pyproject: dict[str, Any]) -> list[str]:
         declared += [base / w for w in found.get("find", {}).get("where", [])]
     if declared:
         return [d.as_posix() for d in declared]
-    src = root / base / "src"
-    if src.is_dir() and any(p.suffix == ".py" or (p.is_dir() and not p.name.startswith((".", "_")))
-                            for p in src.iterdir()):
+    if _holds_python(root, base / "src", packages):
         return [(base / "src").as_posix()]
     return [base.as_posix()]
+
+
+def _holds_python(root: Path, rel: PurePosixPath, packages: set[str]) -> bool:
+    """A .py file in ``rel``, or a package directory in it that is not itself one
+    of the project's local packages (a root ``src/`` holding members is no import root)."""
+    d = root / rel
+    if not d.is_dir():
+        return False
+    for entry in d.iterdir():
+        if entry.is_file() and entry.suffix == ".py":
+            return True
+        if (entry.is_dir() and not entry.name.startswith((".", "_"))
+                and (rel / entry.name).as_posix() not in packages
+                and any(f.suffix == ".py" for f in entry.iterdir() if f.is_file())):
+            return True
+    return False
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -1,25 +1,35 @@
-"""Docker and BuildKit, through python-on-whales. Nothing here runs at import.
+"""Docker and BuildKit: the docker CLI through raybake.tools.run, and
+python-on-whales for the rest. Nothing here runs at import.
 
-Every call maps python-on-whales' errors to raybake's typed errors with a fix."""
+Every call maps the engine's errors to raybake's typed errors with a fix.
+What must be bounded in time (registry queries, push, build) or stopped with
+raybake (build, push, the verification container) goes through
+raybake.tools.run, which runs each in a process group it ends itself."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
-from raybake.errors import BuildError, EngineError, RegistryError
-from raybake.tools.run import run
+from raybake.errors import BuildError, EngineError, InvalidReference, RegistryError, ToolTimeout
+from raybake.settings import BUILD_TIMEOUT, PUSH_TIMEOUT, REGISTRY_TIMEOUT
+from raybake.tools.run import run, stream
 
 log = logging.getLogger("raybake.docker")
 
 ENGINE_FIX = ("start the Docker daemon (on this project's test machines: `bash buildkit/engine-up`; "
               "elsewhere: `sudo systemctl start docker`) and check `docker info`")
 BUILDX_FIX = "install the buildx plugin (Debian: `apt-get install docker-buildx`; see buildkit/engine-up)"
+REGISTRY_FIX = ("check the registry address in `repository` (or RAYBAKE_REPOSITORY) and that the registry is up; "
+                f"a slow registry: raise {REGISTRY_TIMEOUT.variable}")
+INPUT_HASH_LABEL = "dev.raybake.input-hash"  # written by raybake.plan into every image
 
 
 @cache
@@ -35,18 +45,29 @@ def _docker_exception() -> type[Exception]:
     return DockerException
 
 
-def _mapped(exc: Exception) -> Exception | None:
-    """The typed raybake error for an engine-level failure, or None."""
-    from python_on_whales.client_config import ClientNotFoundError
-
-    if isinstance(exc, ClientNotFoundError):
-        return EngineError("the docker client is not installed", fix=ENGINE_FIX)
-    text = f"{getattr(exc, 'stderr', '') or ''}{getattr(exc, 'stdout', '') or ''}"
+def _engine_error(text: str) -> EngineError | InvalidReference | None:
+    """The typed raybake error for what the docker CLI printed, when the engine
+    (not the request) failed, or when a name was refused; else None."""
     if "Cannot connect to the Docker daemon" in text or "Is the docker daemon running" in text:
         return EngineError("the Docker daemon is not reachable", fix=ENGINE_FIX)
     if "buildx" in text and ("is not a docker command" in text or "component is missing" in text):
         return EngineError("Docker's buildx plugin (BuildKit) is missing", fix=BUILDX_FIX)
+    m = re.search(r"invalid reference format[^\n]*|repository name must not be more than \d+ characters"
+                  r"|invalid tag format[^\n]*", text)
+    if m:
+        return InvalidReference(f"Docker refuses the image name: {m.group(0)}",
+                                fix="image names are lowercase, the repository at most 255 characters and the "
+                                    "tag at most 128: shorten `repository` (RAYBAKE_REPOSITORY) or the spec name")
     return None
+
+
+def _mapped(exc: Exception) -> Exception | None:
+    """The typed raybake error for a python-on-whales failure at the engine level, or None."""
+    from python_on_whales.client_config import ClientNotFoundError
+
+    if isinstance(exc, ClientNotFoundError):
+        return EngineError("the docker client is not installed", fix=ENGINE_FIX)
+    return _engine_error(f"{getattr(exc, 'stderr', '') or ''}{getattr(exc, 'stdout', '') or ''}")
 
 
 def _call(fn, *args, **kwargs):
@@ -68,50 +89,103 @@ def check_engine() -> None:
         raise EngineError("Docker's buildx plugin (BuildKit) is missing", fix=BUILDX_FIX)
 
 
-# The two existence queries run on every `raybake build`, including the
-# up-to-date path whose budget is 0.5 s; importing python-on-whales alone takes
-# about 0.8 s here, so these two ask the docker CLI directly.
-def _docker_query(args: list[str]) -> tuple[int, str]:
-    proc = run(["docker", *args], check=False, timeout=60)
+# The existence queries run on every `raybake build`, including the up-to-date
+# path whose budget is 0.5 s; importing python-on-whales alone takes about
+# 0.8 s here, so they ask the docker CLI directly.
+def _docker_query(args: list[str], *, timeout: float = 60) -> tuple[int, str]:
+    proc = run(["docker", *args], check=False, timeout=timeout)
     text = (proc.stderr or proc.stdout).strip()
-    if proc.returncode != 0 and ("Cannot connect to the Docker daemon" in text
-                                 or "Is the docker daemon running" in text):
-        raise EngineError("the Docker daemon is not reachable", fix=ENGINE_FIX)
+    if proc.returncode != 0 and (mapped := _engine_error(text)) is not None:
+        raise mapped
     return proc.returncode, proc.stdout.strip() if proc.returncode == 0 else text
 
 
-def local_image_id(reference: str) -> str | None:
-    """The image ID for ``reference`` in the local store, or None."""
-    code, text = _docker_query(["image", "inspect", "--format", "{{.Id}}", reference])
+@dataclass(frozen=True)
+class LocalImage:
+    image_id: str
+    size: int
+    labels: Mapping[str, str]
+
+    @property
+    def input_hash(self) -> str | None:
+        return self.labels.get(INPUT_HASH_LABEL)
+
+
+def local_image(reference: str) -> LocalImage | None:
+    """What the local store holds under ``reference``, or None."""
+    code, text = _docker_query(["image", "inspect", "--format",
+                                '{"id": {{json .Id}}, "size": {{json .Size}}, "labels": {{json .Config.Labels}}}',
+                                reference])
     if code == 0:
-        return text
+        data = json.loads(text)
+        return LocalImage(data["id"], int(data["size"] or 0), dict(data["labels"] or {}))
     if "No such image" in text or "No such object" in text:
         return None
     raise EngineError(f"cannot inspect {reference}: {text}", fix=ENGINE_FIX)
 
 
-def registry_digest(reference: str) -> str | None:
-    """The manifest digest (``sha256:...``) of ``reference`` in its registry, None when absent.
+def local_image_id(reference: str) -> str | None:
+    """The image ID for ``reference`` in the local store, or None."""
+    image = local_image(reference)
+    return image.image_id if image else None
+
+
+@dataclass(frozen=True)
+class RegistryImage:
+    digest: str  # of the manifest (or index) the tag points to
+    input_hash: str | None  # the label in that image's config
+
+
+def registry_image(reference: str, platform: str | None = None) -> RegistryImage | None:
+    """The manifest digest and the raybake input-hash label of ``reference`` in
+    its registry (from the config blob of the manifest the tag points to; for
+    an index, of ``platform``'s manifest); None when the tag is absent.
 
     Anything other than a clear "not found" is an error: raybake never assumes
     an image exists (or not) because the registry could not be asked."""
+    timeout = REGISTRY_TIMEOUT.value()
     # `docker manifest inspect` misses OCI manifests on plain-HTTP registries.
-    code, text = _docker_query(["buildx", "imagetools", "inspect", "--format", "{{json .Manifest.Digest}}",
-                                reference])
+    try:
+        code, text = _docker_query(["buildx", "imagetools", "inspect", "--format",
+                                    '{"digest": {{json .Manifest.Digest}}, "image": {{json .Image}}}', reference],
+                                   timeout=timeout)
+    except ToolTimeout:
+        raise RegistryError(f"cannot tell whether {reference} exists: the registry did not answer within "
+                            f"{timeout:.0f} s", fix=REGISTRY_FIX) from None
     if code == 0:
-        return json.loads(text)
-    if "no such manifest" in text or "manifest unknown" in text or ": not found" in text:
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise RegistryError(f"the registry's description of {reference} is not readable: {text[:300]}",
+                                fix=REGISTRY_FIX) from None
+        return RegistryImage(data["digest"], _config_label(data.get("image"), platform, INPUT_HASH_LABEL))
+    lowered = text.lower()
+    if "no such manifest" in lowered or "manifest unknown" in lowered or ": not found" in lowered:
         return None
-    if "unauthorized" in text.lower() or "denied" in text.lower():
+    if "unauthorized" in lowered or "denied" in lowered:
         raise RegistryError(f"the registry refused access to {reference}: {text}",
                             fix="log in with `docker login <registry>` or fix the credentials")
-    raise RegistryError(f"cannot tell whether {reference} exists: the registry did not answer ({text})",
-                        fix="check the registry address in `repository` (or RAYBAKE_REPOSITORY) "
-                            "and that the registry is up")
+    if any(s in lowered for s in ("connection refused", "no such host", "i/o timeout", "dial tcp",
+                                  "connection reset", "eof", "tls handshake timeout", "network is unreachable")):
+        raise RegistryError(f"cannot tell whether {reference} exists: the registry did not answer ({text})",
+                            fix=REGISTRY_FIX)
+    raise RegistryError(f"cannot tell whether {reference} exists: the registry's reply makes no sense as a "
+                        f"registry's ({text[:300]})",
+                        fix="check that `repository` (or RAYBAKE_REPOSITORY) names a Docker registry, not "
+                            "another web server or proxy page, and that the registry is healthy")
+
+
+def _config_label(image: Any, platform: str | None, label: str) -> str | None:
+    """A label of an image config from imagetools; an index gives one config per platform."""
+    if isinstance(image, dict) and "config" not in image and "rootfs" not in image:
+        image = image.get(platform) if platform else next(iter(image.values()), None)
+    if not isinstance(image, dict):
+        return None
+    return ((image.get("config") or {}).get("Labels") or {}).get(label)
 
 
 def registry_has(reference: str) -> bool:
-    return registry_digest(reference) is not None
+    return registry_image(reference) is not None
 
 
 @dataclass(frozen=True)
@@ -129,41 +203,50 @@ class BuildRequest:
     cache: bool = True
 
 
+def build_argv(req: BuildRequest) -> list[str]:
+    argv = ["docker", "buildx", "build", "--file", str(req.dockerfile), "--platform", req.platform,
+            "--load", "--provenance=false", "--progress=plain", "--metadata-file", str(req.metadata_file)]
+    for name, path in req.build_contexts.items():
+        argv += ["--build-context", f"{name}={path}"]
+    for name, value in req.build_args.items():
+        argv += ["--build-arg", f"{name}={value}"]
+    for secret in req.secrets:
+        argv += ["--secret", secret]
+    if req.network != "default":
+        argv += ["--network", req.network]
+    if not req.cache:
+        argv.append("--no-cache")
+    return [*argv, str(req.context)]
+
+
 def build_image(req: BuildRequest, on_line: Callable[[str], None]) -> str:
     """Build and load into the local store, untagged; return the image ID.
 
     Loaded directly (no OCI archive, no rewrite-timestamp): only layers that
     changed are compressed and stored again. The dependency steps set their
-    own file times (raybake.dockerfile), which keeps the layers reproducible."""
-    docker_exc = _docker_exception()
+    own file times (raybake.dockerfile), which keeps the layers reproducible.
+    Bounded by RAYBAKE_BUILD_TIMEOUT; stopped with raybake (raybake.tools.run)."""
     tail: list[str] = []  # the last lines, for the error message
+
+    def line(text: str) -> None:
+        tail.append(text)
+        del tail[:-200]
+        on_line(text)
+
+    timeout = BUILD_TIMEOUT.value()
     try:
-        logs: Iterable[str] = _call(
-            _client().buildx.build,
-            req.context,
-            file=req.dockerfile,
-            build_contexts={k: str(v) for k, v in req.build_contexts.items()},
-            build_args=dict(req.build_args),
-            secrets=list(req.secrets),
-            network=None if req.network == "default" else req.network,
-            platforms=[req.platform],
-            load=True,
-            metadata_file=req.metadata_file,
-            provenance=False,
-            cache=req.cache,
-            progress="plain",
-            stream_logs=True,
-        )
-        for line in logs:
-            line = line.rstrip("\n")
-            tail = (tail + [line])[-200:]
-            on_line(line)
-    except docker_exc as exc:
-        mapped = _mapped(exc)
+        code = stream(build_argv(req), line, timeout=timeout)
+    except ToolTimeout:
+        raise BuildError(f"the image build did not finish within {timeout:.0f} s and was stopped:\n"
+                         f"{_failure_detail(tail) or chr(10).join(tail[-5:])}",
+                         fix=f"a download or the base image pull stalled: check network/proxy settings, or raise "
+                             f"{BUILD_TIMEOUT.variable} for a build that needs longer") from None
+    if code != 0:
+        mapped = _engine_error("\n".join(tail))
         if mapped is not None:
-            raise mapped from None
-        detail = _failure_detail(tail) or (exc.stderr or "").strip()
-        raise BuildError(f"the image build failed:\n{detail}", fix=_build_fix(detail)) from None
+            raise mapped
+        detail = _failure_detail(tail) or "\n".join(tail[-15:])
+        raise BuildError(f"the image build failed:\n{detail}", fix=_build_fix(detail))
     try:
         return json.loads(req.metadata_file.read_text())["containerimage.digest"]
     except (OSError, ValueError, KeyError) as exc:
@@ -207,43 +290,84 @@ def remove_image(reference: str) -> None:
         log.debug("could not remove %s", reference)
 
 
+_PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
 def push(reference: str) -> str:
-    """Push and return the pushed manifest digest (``repo@sha256:...``)."""
+    """Push and return the pushed manifest digest (``repo@sha256:...``), as the
+    push itself reports it: the digest of exactly the image pushed.
+
+    Bounded by RAYBAKE_PUSH_TIMEOUT: a registry that stalls ends the push with
+    an error, and the image stays tagged locally."""
+    timeout = PUSH_TIMEOUT.value()
+    retry = "run the same `raybake build --push` again: the image stays tagged here, so it only pushes"
     try:
-        _call(_client().image.push, reference, quiet=True)
+        proc = run(["docker", "push", reference], check=False, timeout=timeout)
+    except ToolTimeout:
+        raise RegistryError(f"pushing {reference} did not finish within {timeout:.0f} s (the registry stalled "
+                            "or the link is too slow) and was stopped",
+                            fix=f"check the registry, then {retry}; for a large image on a slow link raise "
+                                f"{PUSH_TIMEOUT.variable}") from None
+    text = f"{proc.stdout}\n{proc.stderr}".strip()
+    if proc.returncode != 0:
+        if (mapped := _engine_error(text)) is not None:
+            raise mapped
+        raise RegistryError(f"pushing {reference} failed: {text[-1500:]}",
+                            fix=f"check that the registry is up and `docker login` to it, then {retry}")
+    found = _PUSHED_DIGEST.findall(proc.stdout)
+    if not found:
+        raise RegistryError(f"pushing {reference} reported no digest:\n{text[-600:]}",
+                            fix="upgrade the docker CLI")
+    return f"{reference.rsplit(':', 1)[0]}@{found[-1]}"
+
+
+def image_size(reference: str) -> int | None:
+    image = local_image(reference)
+    return image.size if image else None
+
+
+def pull(reference: str) -> str:
+    """Pull an image that is not in the local store; return its ID."""
+    try:
+        _call(_client().image.pull, reference, quiet=True)
     except _docker_exception() as exc:
-        err = (exc.stderr or exc.stdout or "").strip()
-        raise RegistryError(f"pushing {reference} failed: {err}",
-                            fix="check that the registry is up and `docker login` to it") from None
-    return repo_digest(reference)
-
-
-def repo_digest(reference: str) -> str | None:
-    """``repository@sha256:...`` of a pushed image, from the local store's record."""
-    image = _call(_client().image.inspect, reference)
-    repository = reference.rsplit(":", 1)[0]
-    for d in image.repo_digests or []:
-        if d.startswith(repository + "@"):
-            return d
-    return None
-
-
-def image_size(reference: str) -> int:
-    return int(_call(_client().image.inspect, reference).size or 0)
+        text = (exc.stderr or exc.stdout or "").strip()
+        raise EngineError(f"the image {reference} is not in the local image store and could not be pulled:\n"
+                          f"{text[-600:]}",
+                          fix=f"`docker pull {reference}` (or `docker load` it), or name an image you have "
+                              "(base_image in the spec, or RAYBAKE_BASE_IMAGE)") from None
+    return local_image_id(reference) or reference
 
 
 def image_labels(reference: str) -> dict[str, str]:
-    return dict(_call(_client().image.inspect, reference).config.labels or {})
+    image = local_image(reference)
+    if image is None:
+        raise EngineError(f"there is no image {reference} in the local image store",
+                          fix=f"build it (`raybake build`) or pull it (`docker pull {reference}`)")
+    return dict(image.labels)
 
 
-def run_container(image: str, command: list[str], *, network: str = "none") -> tuple[int, str, str]:
-    """Run ``command`` in a throwaway container; return (exit code, stdout, stderr)."""
+def run_container(image: str, command: list[str], *, network: str = "none",
+                  mounts: tuple[tuple[Path, str], ...] = (), workdir: str | None = None,
+                  env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
+    """Run ``command`` in a throwaway container; return (exit code, stdout, stderr).
+    ``mounts``: (host path, container path) pairs, read-only.
+
+    A named container, removed with force when raybake stops early (Ctrl-C,
+    SIGTERM): it must not keep running, nor keep its image in use."""
+    name = f"raybake-run-{uuid.uuid4().hex[:12]}"
     try:
-        out = _call(_client().container.run, image, command[1:], entrypoint=command[0],
-                    remove=True, networks=[network])
-        return 0, out or "", ""
-    except _docker_exception() as exc:
-        return exc.return_code, exc.stdout or "", exc.stderr or ""
+        options = [f"--volume={h}:{c}:ro" for h, c in mounts]
+        options += [f"--workdir={workdir}"] if workdir else []
+        options += [f"--env={k}={v}" for k, v in (env or {}).items()]
+        proc = run(["docker", "run", "--rm", "--name", name, "--network", network, *options,
+                    "--entrypoint", command[0], image, *command[1:]], check=False)
+    except BaseException:
+        remove_container(name)
+        raise
+    if proc.returncode == 125 and (mapped := _engine_error(proc.stderr)) is not None:
+        raise mapped
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def run_detached(image: str, command: list[str], *, name: str, network: str = "host",

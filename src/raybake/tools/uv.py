@@ -10,7 +10,7 @@ from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 
-from raybake.errors import LockOutOfDate, ProjectError, ToolError
+from raybake.errors import LockOutOfDate, NoInterpreter, ProjectError, ToolError
 from raybake.paths import cache_dir
 from raybake.project import Project
 from raybake.tools.run import run
@@ -40,37 +40,59 @@ def lock_check(project: Project) -> None:
     uv needs some interpreter that satisfies requires-python to run the check,
     but the answer does not depend on which: ``.python-version`` (a developer's
     exact patch release, often not installed here) is not asked for."""
+    memo = lock_memo(project)
+    if memo.exists():
+        return
+    proc = run([uv_bin(), *lock_check_args(_check_interpreter(project.requires_python))],
+               cwd=project.root, check=False, timeout=120)
+    lock_verdict(project, proc.returncode, proc.stderr or proc.stdout)
+    remember_lock_check(memo)
+
+
+def lock_memo(project: Project) -> Path:
+    """Where a passing check of exactly these files (and this uv) is remembered."""
     files = [project.root / "pyproject.toml", project.root / "uv.lock",
-             *(project.root / m.path / "pyproject.toml" for m in project.members)]
+             *(project.root / p.path / "pyproject.toml" for p in project.local_packages if p.pyproject)]
     h = hashlib.sha256(uv_version().encode())
     for f in files:
         h.update(f.read_bytes())
-    memo = cache_dir() / "lock-checks" / h.hexdigest()
-    if memo.exists():
+    return cache_dir() / "lock-checks" / h.hexdigest()
+
+
+def remember_lock_check(memo: Path) -> None:
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.touch()
+
+
+def lock_check_args(python: str) -> list[str]:
+    """`uv lock --check` from local files alone with ``python`` (a path or a
+    version request) as the interpreter; never downloads one."""
+    return ["lock", "--check", "--offline", "--no-progress", "--no-python-downloads", "--python", python]
+
+
+def lock_verdict(project: Project, returncode: int, output: str, *, where: str = "on this machine") -> None:
+    """Raise what a `uv lock --check` that ended with ``returncode`` means.
+
+    uv exits 1 when it compared and the lock is stale, 2 when it stopped
+    before comparing (no interpreter, unreadable files): never "out of date"."""
+    if returncode == 0:
         return
     requires = project.requires_python
-    proc = run([uv_bin(), "lock", "--check", "--offline", "--no-progress", "--no-python-downloads",
-                "--python", _check_interpreter(requires)],
-               cwd=project.root, check=False, timeout=120)
-    if proc.returncode != 0:
-        detail = "\n".join(line for line in (proc.stderr or proc.stdout).strip().splitlines()
-                           if not line.startswith("Using "))
-        if "Failed to parse `uv.lock`" in detail:
-            raise ProjectError(f"{project.root / 'uv.lock'} is not a valid lock file:\n{detail}",
-                               fix="resolve merge conflicts in it, or regenerate it with `uv lock`")
-        if proc.returncode != 1:
-            # uv stopped before it could compare (exit 2): no verdict on the lock.
-            missing = "interpreter" in detail.lower() or "python" in detail.lower()
-            raise ToolError(
-                f"could not check {project.root / 'uv.lock'} against pyproject.toml:\n{detail}",
-                fix=(f"uv needs a Python interpreter satisfying requires-python {requires or '(any)'} on this "
-                     f"machine to check the lock; install one (`uv python install {_lowest(requires)}`) "
-                     "or put it on PATH") if missing else "fix what uv reports above")
+    detail = "\n".join(line for line in output.strip().splitlines() if not line.startswith("Using "))
+    if "Failed to parse `uv.lock`" in detail:
+        raise ProjectError(f"{project.root / 'uv.lock'} is not a valid lock file:\n{detail}",
+                           fix="resolve merge conflicts in it, or regenerate it with `uv lock`")
+    if returncode == 1:
         raise LockOutOfDate(
             f"{project.root / 'uv.lock'} is out of date with pyproject.toml:\n{detail}",
             fix=f"run `uv lock` in {project.root} and commit uv.lock")
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    memo.touch()
+    if "interpreter" in detail.lower():
+        raise NoInterpreter(
+            f"could not check {project.root / 'uv.lock'} against pyproject.toml: uv found no Python "
+            f"{where} that satisfies requires-python {requires or '(any)'}:\n{detail}",
+            fix=f"install one (`uv python install {_lowest(requires)}`) or put it on PATH")
+    raise ToolError(f"could not check {project.root / 'uv.lock'} against pyproject.toml:\n{detail}",
+                    fix="fix what uv reports above")
 
 
 def _check_interpreter(requires: str | None) -> str:
