@@ -193,3 +193,18 @@ def test_build_refuses_to_tag_a_bad_environment(engine, copy_fixture, unique_rep
     assert "was not tagged" in proc.stderr and "RAY_ENABLE_UV_RUN_RUNTIME_ENV" in proc.stderr
     assert docker("image", "inspect", ref, check=False).returncode != 0
     assert "not found" in docker("buildx", "imagetools", "inspect", ref, check=False).stderr
+
+
+@pytest.mark.engine
+def test_verify_takes_the_spec_from_the_images_label(engine, copy_fixture, unique_repo):
+    """A `dev` image is judged by the `dev` spec it was built from, not by `default`."""
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    (root / "images/default.yaml").write_text("{}\n")
+    (root / "images/dev.yaml").write_text("dev: true\n")
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
+    ref = raybake("build", "dev", "-C", str(root), env=env).stdout.split()[0]
+    proc = raybake("verify", ref, "-C", str(root), env=env)
+    assert "OK" in proc.stdout and "iniconfig" not in proc.stdout
+    wrong = raybake("verify", ref, "--image", "default", "-C", str(root), env=env, check=False)
+    assert wrong.returncode == 1 and "iniconfig==2.0.0 is installed but not in the lock" in wrong.stdout

@@ -14,6 +14,7 @@ import os
 import py_compile
 import sys
 import sysconfig
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 
 
@@ -29,7 +30,9 @@ def missing_bytecode(root):
 
 def compile_one(path):
     try:
-        py_compile.compile(path, doraise=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # third-party SyntaxWarnings are not the build's news
+            py_compile.compile(path, doraise=True)
     except (py_compile.PyCompileError, OSError, ValueError):
         pass  # as pip and uv do: files that do not compile (py2 fixtures, templates) stay source-only
 
