@@ -24,3 +24,12 @@ def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and proc.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)} failed:\n{proc.stderr}")
     return proc
+
+
+def billion_laughs(depth: int = 9) -> str:
+    """An image spec whose `python` expands to 9**depth strings through nested
+    YAML aliases (under 600 bytes)."""
+    names = "abcdefghijk"
+    lines = ["python:", '  - &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"  - &{names[i]} [" + ", ".join([f"*{names[i - 1]}"] * 9) + "]" for i in range(1, depth)]
+    return "\n".join(lines) + "\n"

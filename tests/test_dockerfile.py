@@ -96,3 +96,19 @@ def test_git_is_added_only_when_the_specs_selection_has_a_git_source(copy_fixtur
     assert "git" not in without.apt_packages and "git" in needing.apt_packages
     assert without.dep_layers == needing.dep_layers  # the git source goes to the final uv sync
     assert "apt-get install -y --no-install-recommends git" in render(needing)
+
+
+def test_env_values_are_written_for_buildkit_to_read_back_as_is(copy_fixture):
+    # In double quotes BuildKit expands $VAR and unescapes \" \$ \\ only; JSON's
+    # \n or \u00e9 would stay literal. tests/test_secrets.py checks a real image.
+    from raybake.dockerfile import env_value
+
+    assert env_value("${PATH}:$HOME") == '"\\${PATH}:\\$HOME"'
+    assert env_value('a\\b"c') == '"a\\\\b\\"c"'
+    assert env_value("café\tx") == '"café\tx"'
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    (root / "images/default.yaml").write_text("env:\n  X: '${PATH}:$HOME'\n")
+    project = load_project(root)
+    (spec,) = load_specs(project, {})
+    assert 'ENV X="\\${PATH}:\\$HOME"\n' in render(recipe(project, spec))

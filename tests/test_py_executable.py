@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shlex
 import shutil
 import signal
 import stat
@@ -19,20 +20,29 @@ import pytest
 from helpers import raybake
 
 from raybake.project import load_project
-from raybake.py_executable import MARKER, env_key, render_wrapper, write_wrapper
+from raybake.py_executable import MARKER, env_key, render_wrapper, wrapper_sync_args, write_wrapper
 from raybake.spec import load_specs, select
 
-# Records its invocation, "installs" after FAKE_UV_SLEEP seconds (or fails
-# with FAKE_UV_FAIL). Like a venv left by a killed uv, the venv directory
-# exists while it sleeps; it refuses to start on a leftover one, so a test
-# passes only if the wrapper removes partial environments.
+# Records its invocation. `venv` makes an empty environment (only a
+# relocatable one: the wrapper renames it into place) and refuses an existing
+# path; `sync` "installs" into it after FAKE_UV_SLEEP seconds (or fails with
+# FAKE_UV_FAIL), refusing an environment that is not the fresh one.
 FAKE_UV = """#!/bin/sh
 echo "$$ $*" >>"$FAKE_UV_RECORD"
-if [ -e "$UV_PROJECT_ENVIRONMENT" ]; then
-    echo "fake uv: $UV_PROJECT_ENVIRONMENT was not removed" >&2
+if [ "$1" = venv ]; then
+    for path; do :; done
+    case " $* " in *" --relocatable "*) ;; *) echo "fake uv: not relocatable" >&2; exit 5 ;; esac
+    if [ -e "$path" ]; then
+        echo "fake uv: $path exists" >&2
+        exit 3
+    fi
+    mkdir -p "$path/bin" || exit 4
+    exit 0
+fi
+if [ ! -d "$UV_PROJECT_ENVIRONMENT/bin" ] || [ -e "$UV_PROJECT_ENVIRONMENT/bin/python" ]; then
+    echo "fake uv: $UV_PROJECT_ENVIRONMENT is not a fresh environment" >&2
     exit 3
 fi
-mkdir -p "$UV_PROJECT_ENVIRONMENT/bin" || exit 4
 sleep "${FAKE_UV_SLEEP:-0}"
 if [ -n "$FAKE_UV_FAIL" ]; then
     echo "fake uv: no solution found for the lock" >&2
@@ -83,13 +93,16 @@ class Node:
         return self.envs / self.key / MARKER
 
     def syncs(self) -> list[str]:
-        return self.record.read_text().splitlines() if self.record.exists() else []
+        lines = self.record.read_text().splitlines() if self.record.exists() else []
+        return [line for line in lines if line.split()[1] == "sync"]
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def env(self, **extra: str | None) -> dict[str, str]:
+        """The node's environment; an ``extra`` value of None unsets that variable."""
         python = os.path.realpath(sys.executable)
-        return {**os.environ, "RAYBAKE_ENV_ROOT": str(self.envs), "RAYBAKE_UV": str(self.uv),
-                "FAKE_UV_RECORD": str(self.record), "FAKE_UV_PYTHON": python,
-                "FAKE_UV_HOME": os.path.dirname(python), **extra}
+        env = {**os.environ, "RAYBAKE_ENV_ROOT": str(self.envs), "RAYBAKE_UV": str(self.uv),
+               "FAKE_UV_RECORD": str(self.record), "FAKE_UV_PYTHON": python,
+               "FAKE_UV_HOME": os.path.dirname(python), **extra}
+        return {k: v for k, v in env.items() if v is not None}
 
     def start(self, *args: str, **extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen([str(self.wrapper), *(args or PRINT_PREFIX)], cwd=self.root,
@@ -133,13 +146,16 @@ def test_killed_installer_is_retried(node):
         time.sleep(0.02)
     os.killpg(installer.pid, signal.SIGKILL)
     installer.wait(timeout=10)
-    assert node.venv.is_dir() and not node.marker.exists()  # a partial environment
+    # The partial environment is in a temporary directory, never under the key.
+    assert not (node.envs / node.key).exists()
+    assert len(list(node.envs.glob(f".{node.key}.tmp.*"))) == 1
 
     proc = node.run()
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"{node.venv}\n"
     assert len(node.syncs()) == 2
     assert node.marker.read_text() == f"{node.key}\n"
+    assert list(node.envs.glob(f".{node.key}.tmp.*")) == []  # the leftover was removed
 
 
 def test_timeout_waiting_for_the_lock(node):
@@ -163,8 +179,8 @@ def test_failed_sync_leaves_no_marker(node):
     assert proc.returncode != 0
     assert proc.stdout == ""
     assert "fake uv: no solution found for the lock" in proc.stderr
-    assert "raybake py-executable: uv sync failed (exit 1)" in proc.stderr
-    assert not node.marker.exists()
+    assert "raybake py-executable: uv failed (exit 1)" in proc.stderr
+    assert not node.marker.exists() and not (node.envs / node.key).exists()
 
     proc = node.run()
     assert proc.returncode == 0, proc.stderr
@@ -205,7 +221,8 @@ def test_render_is_deterministic(node, copy_fixture):
     assert text == render_wrapper(load_project(node.root), node.spec)
     assert text.startswith("#!/bin/sh\n")
     assert "@" + "KEY@" not in text and f"KEY={node.key}\n" in text
-    assert "--frozen --no-install-project --no-dev --no-default-groups --python 3.11" in text
+    assert f"exec \"$UV\" sync {shlex.join(wrapper_sync_args(node.project, node.spec))})" in text
+    assert "--no-install-project" in text
     assert render_wrapper(node.project, node.spec, env_root="/var/envs") != text
     assert "RAYBAKE_ENV_ROOT:-/var/envs}" in render_wrapper(node.project, node.spec,
                                                              env_root="/var/envs")
@@ -236,3 +253,98 @@ def test_cli_writes_an_executable_wrapper(copy_fixture, tmp_path):
     (root / ".gitignore").write_text(".raybake/\n")
     proc = raybake("py-executable", "-C", str(root), timeout=120)
     assert "warning:" in proc.stderr and ".gitignore" in proc.stderr
+
+
+def test_default_root_is_the_users_own_cache(node, tmp_path):
+    text = render_wrapper(node.project, node.spec)
+    assert "/tmp/raybake-envs" not in text
+    xdg = tmp_path / "xdg"
+    proc = node.run(RAYBAKE_ENV_ROOT=None, XDG_CACHE_HOME=str(xdg))
+    assert proc.returncode == 0, proc.stderr
+    root = xdg / "raybake-envs"
+    assert proc.stdout == f"{root / node.key / 'venv'}\n"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    proc = node.run(RAYBAKE_ENV_ROOT=None, XDG_CACHE_HOME=None, HOME=str(home))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"{home / '.cache' / 'raybake-envs' / node.key / 'venv'}\n"
+    assert stat.S_IMODE((home / ".cache").stat().st_mode) == 0o700
+
+
+OTHER_UID = 65534  # nobody
+
+# A planted environment under the key, complete with its done marker: its
+# python leaves a file behind when it runs.
+PLANTED = """#!/bin/sh
+touch "{ran}"
+exec "{python}" "$@"
+"""
+
+
+def plant(node: Node, ran: Path) -> None:
+    env_dir = node.envs / node.key
+    (env_dir / "venv" / "bin").mkdir(parents=True)
+    python = env_dir / "venv" / "bin" / "python"
+    python.write_text(PLANTED.format(ran=ran, python=os.path.realpath(sys.executable)))
+    python.chmod(0o755)
+    node.marker.write_text(f"{node.key}\n")
+    node.marker.chmod(0o644)
+
+
+def _chown(path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("making a file another user's needs root")
+    os.chown(path, OTHER_UID, OTHER_UID)
+
+
+UNSAFE = {
+    "world-writable root": lambda node: node.envs.chmod(0o777),
+    "group-writable root": lambda node: node.envs.chmod(0o775),
+    "root of another user": lambda node: _chown(node.envs),
+    "environment of another user": lambda node: _chown(node.envs / node.key),
+    "world-writable environment": lambda node: (node.envs / node.key).chmod(0o777),
+    "marker of another user": lambda node: _chown(node.marker),
+    "group-writable marker": lambda node: node.marker.chmod(0o664),
+    "parent writable by others": lambda node: node.envs.parent.chmod(0o777),
+}
+
+
+@pytest.mark.parametrize("case", UNSAFE)
+def test_a_planted_interpreter_is_never_run(node, tmp_path, case):
+    ran = tmp_path / "planted-python-ran"
+    node.envs = tmp_path / "shared" / "envs"
+    node.envs.mkdir(parents=True, mode=0o700)
+    plant(node, ran)
+    UNSAFE[case](node)
+    proc = node.run()
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "raybake py-executable: refusing to use" in proc.stderr and "fix:" in proc.stderr
+    assert not ran.exists()
+    assert node.syncs() == []
+
+
+def test_a_safe_root_runs_its_environment_and_a_sticky_parent_is_fine(node, tmp_path):
+    # The control for the test above: the same planted environment in a root of
+    # this user's own does run (so the refusals above are what kept it out).
+    ran = tmp_path / "planted-python-ran"
+    shared = tmp_path / "shared"
+    node.envs = shared / "envs"
+    node.envs.mkdir(parents=True, mode=0o700)
+    shared.chmod(0o1777)  # like /tmp
+    plant(node, ran)
+    proc = node.run()
+    assert proc.returncode == 0, proc.stderr
+    assert ran.exists() and node.syncs() == []
+
+
+def test_a_half_made_environment_is_never_used(node, tmp_path):
+    ran = tmp_path / "planted-python-ran"
+    node.envs.mkdir(mode=0o700)
+    plant(node, ran)
+    node.marker.unlink()  # an installer died before marking it done
+    proc = node.run()
+    assert proc.returncode == 0, proc.stderr
+    assert not ran.exists() and len(node.syncs()) == 1
+    assert proc.stdout == f"{node.venv}\n"

@@ -2,6 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import billion_laughs
+
 from raybake.errors import SpecError
 from raybake.project import load_project
 from raybake.spec import load_specs, select
@@ -128,3 +130,143 @@ def test_python_is_resolved_against_the_base_image(copy_fixture, spec_python, re
             resolve_python(spec, requires, found)
         assert expected in info.value.message and "b:1" in info.value.message
         assert "base_image" in info.value.fix
+
+
+# ---------------------------------------------------------------- hostile specs (issue 14)
+
+def test_yaml_aliases_are_refused_before_they_expand(copy_fixture):
+    root = copy_fixture("small")
+    text = billion_laughs()
+    assert len(text) < 600
+    write(root, "images/bomb.yaml", text)
+    with pytest.raises(SpecError) as info:
+        load_specs(load_project(root), {})
+    assert info.value.message.startswith(f"{root / 'images/bomb.yaml'}:2: YAML anchor &a")
+    assert "write the value out" in info.value.fix
+    write(root, "images/bomb.yaml", "a: &x 1\npython: *x\n")
+    with pytest.raises(SpecError, match=r"bomb.yaml:1: YAML anchor &x"):
+        load_specs(load_project(root), {})
+    write(root, "images/bomb.yaml", 'python: "3.11"\ngroups: [*x]\n')  # an alias alone is refused too
+    with pytest.raises(SpecError, match=r"bomb.yaml:2: YAML alias \*x"):
+        load_specs(load_project(root), {})
+
+
+@pytest.mark.parametrize("yaml_text", [
+    "python: [" + ", ".join(["lol"] * 5000) + "]\n",
+    "python: " + "x" * 20000 + "\n" + "python: 3\n",
+    "env:\n  A: [" + ", ".join(["lol"] * 5000) + "]\n",
+    "repository: " + "X" * 20000 + "\n",
+    "x" * 20000 + ": 1\n",
+])
+def test_spec_errors_show_only_an_excerpt_of_a_bad_value(copy_fixture, yaml_text):
+    root = copy_fixture("small")
+    write(root, "images/big.yaml", yaml_text)
+    with pytest.raises(SpecError) as info:
+        load_specs(load_project(root), {})
+    assert len(info.value.message) < len(str(root)) + 250, info.value.message
+
+
+def test_a_non_utf8_spec_is_an_error(copy_fixture):
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    (root / "images/latin1.yaml").write_bytes("env: {A: \"caf\xe9\"}\n".encode("latin-1"))
+    with pytest.raises(SpecError, match="not UTF-8") as info:
+        load_specs(load_project(root), {})
+    assert "UTF-8" in info.value.fix
+
+
+@pytest.mark.parametrize(("value", "what"), [("a\nb", "line break"), ("a\rb", "line break"),
+                                              ("a\x00b", "control character")])
+def test_env_values_with_line_breaks_are_refused(copy_fixture, value, what):
+    root = copy_fixture("small")
+    write(root, "images/default.yaml", "env:\n  X: " + '"' + value.encode("unicode_escape").decode() + '"\n')
+    with pytest.raises(SpecError, match=f"env: the value of X holds a {what}") as info:
+        load_specs(load_project(root), {})
+    assert "one line" in info.value.fix
+
+
+def test_env_values_are_kept_exactly_as_written(copy_fixture):
+    root = copy_fixture("small")
+    write(root, "images/default.yaml", "env:\n  X: '${PATH}:$HOME'\n  Y: 'tab\there \"q\" \\\\ é'\n")
+    (spec,) = load_specs(load_project(root), {})
+    assert dict(spec.env) == {"X": "${PATH}:$HOME", "Y": 'tab\there "q" \\\\ é'}
+
+
+# ---------------------------------------------------------------- ca_bundle (issue 14.2)
+
+SYSTEM_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+KEY = ("-----BEGIN PRIVATE KEY-----\n"
+       "MC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n"
+       "-----END PRIVATE KEY-----\n")
+
+
+def first_certificate() -> str:
+    text = SYSTEM_CA.read_text()
+    end = text.index("-----END CERTIFICATE-----") + len("-----END CERTIFICATE-----\n")
+    return text[text.index("-----BEGIN CERTIFICATE-----"):end]
+
+
+def relabelled_key() -> str:
+    """A private key's base64 under a CERTIFICATE label."""
+    return KEY.replace("PRIVATE KEY", "CERTIFICATE")
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("", "holds no certificate"),
+    ("root:x:0:0:root:/root:/bin/bash\n", "line 1: text outside a certificate block"),
+    ("[default]\naws_secret_access_key = abc\n", "line 1: text outside a certificate block"),
+    (KEY, "line 1: a private key (PRIVATE KEY)"),
+    ("<cert>" + KEY, "a private key"),
+    ("# proxy CA\n<cert>", "line 1: text outside a certificate block"),
+    ("<cert># trailing note\n", "text outside a certificate block"),
+    (relabelled_key(), "line 1: the block is not an X.509 certificate"),
+    ("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n", "line 2: not base64"),
+    ("-----BEGIN CERTIFICATE-----\nMIIB\n", "line 1: the certificate block begun here has no"),
+    ("\xff\xfe", "not ASCII"),
+])
+def test_ca_bundle_must_be_pem_certificates_only(copy_fixture, tmp_path, content, problem):
+    root = copy_fixture("small")
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(content.replace("<cert>", first_certificate()).encode("latin-1"))
+    write(root, "images/default.yaml", f"ca_bundle: {bundle}\n")
+    with pytest.raises(SpecError) as info:
+        load_specs(load_project(root), {})
+    assert f"ca_bundle {bundle} is not a bundle of PEM certificates" in info.value.message
+    assert problem in info.value.message
+    assert "BEGIN CERTIFICATE" in info.value.fix
+    # RAYBAKE_CA_BUNDLE is held to the same rule, and named.
+    (root / "images/default.yaml").unlink()
+    with pytest.raises(SpecError, match=f"RAYBAKE_CA_BUNDLE {bundle} is not a bundle"):
+        load_specs(load_project(root), {"RAYBAKE_CA_BUNDLE": str(bundle)})
+
+
+def test_ca_bundle_that_is_a_directory_or_missing_is_an_error(copy_fixture, tmp_path):
+    root = copy_fixture("small")
+    with pytest.raises(SpecError, match="RAYBAKE_CA_BUNDLE .* is not a bundle of PEM certificates: "
+                                        "it is not a regular file"):
+        load_specs(load_project(root), {"RAYBAKE_CA_BUNDLE": str(tmp_path)})
+    with pytest.raises(SpecError, match="does not exist"):
+        load_specs(load_project(root), {"RAYBAKE_CA_BUNDLE": str(tmp_path / "nope.pem")})
+
+
+def test_a_real_bundle_is_accepted(copy_fixture, tmp_path):
+    root = copy_fixture("small")
+    bundle = tmp_path / "proxy.pem"
+    # Blank lines and CRLF between blocks are whitespace.
+    bundle.write_bytes(b"\r\n" + SYSTEM_CA.read_bytes().replace(b"\n", b"\r\n") + b"\n\n")
+    (spec,) = load_specs(load_project(root), {"RAYBAKE_CA_BUNDLE": str(bundle)})
+    assert spec.ca_bundle == bundle
+    (spec,) = load_specs(load_project(root), {"SSL_CERT_FILE": str(SYSTEM_CA)})
+    assert spec.ca_bundle == SYSTEM_CA
+
+
+def test_ssl_cert_file_that_is_not_a_bundle_is_left_out_with_a_note(copy_fixture, tmp_path, caplog):
+    root = copy_fixture("small")
+    with_comments = tmp_path / "cacert.pem"  # like certifi's bundle
+    with_comments.write_text("# Issuer: CN=Example\n" + first_certificate())
+    (spec,) = load_specs(load_project(root), {"SSL_CERT_FILE": str(with_comments)})
+    assert spec.ca_bundle is None
+    assert "SSL_CERT_FILE" in caplog.text and str(with_comments) in caplog.text
+    assert "ca_bundle" in caplog.text
+    (spec,) = load_specs(load_project(root), {"SSL_CERT_FILE": str(tmp_path / "missing.pem")})
+    assert spec.ca_bundle is None

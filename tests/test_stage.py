@@ -87,7 +87,16 @@ def test_workspace_members_build_outputs_are_excluded(copy_fixture, tmp_path):
 
 SECRETS = (".env", ".env.production", "sub/.env", "id_rsa", "id_rsa.pub", "keys/id_ed25519", "tls/server.pem",
            "tls/server.key", "cert.p12", ".aws/credentials", ".netrc", ".pypirc", "credentials.json",
-           "my-service-account-123.json", "tools/.docker/config.json", ".kube/config")
+           "my-service-account-123.json", "tools/.docker/config.json", ".kube/config",
+           # the hostile-input pass found these staged (issue 14.5)
+           ".npmrc", ".pgpass", ".vault-token", ".envrc", ".gnupg/private-keys-v1.d/key.key",
+           ".gnupg/pubring.kbx", "home/.config/gcloud/application_default_credentials.json",
+           "application_default_credentials.json", ".azure/accessTokens.json", ".azure/msal_token_cache.json",
+           "deploy/trainer-sa.json", "kubeconfig", "ops/credentials", "deploy/secrets.yaml",
+           "deploy/secrets.yml", ".ssh/config", ".git-credentials", ".yarnrc.yml", ".my.cnf",
+           "infra/terraform.tfstate", "infra/prod.tfvars", ".terraformrc", "client_secret_123.json",
+           "ci/.circleci/cli.yml", "home/.config/gh/hosts.yml", ".cargo/credentials.toml",
+           "clusters/prod.kubeconfig", ".s3cfg", ".databrickscfg", "home/.kaggle/kaggle.json")
 
 
 def test_secrets_are_never_staged_by_default(small, tmp_path):
@@ -194,7 +203,7 @@ def test_staging_is_deterministic(small, tmp_path):
 
     assert meta(one.path) == meta(two.path)
     assert meta(one.path)["run.sh"] == (STAGED_MTIME, 0o755)
-    assert meta(one.path)["conf/a.yaml"] == (STAGED_MTIME, 0o644)
+    assert meta(one.path)["conf/a.yaml"] == (STAGED_MTIME, 0o600)  # private stays private
     assert meta(one.path)["conf"] == (STAGED_MTIME, 0o755)
 
 
@@ -322,3 +331,90 @@ def test_cli_over_the_cap_is_an_error_with_a_fix(small, tmp_path):
     assert "data/weights.bin" in proc.stderr and ".rayignore" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+PRIVATE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+               "-----END OPENSSH PRIVATE KEY-----\n")
+SERVICE_ACCOUNT = ('{\n  "type": "service_account",\n  "project_id": "p",\n  "private_key_id": "0",\n'
+                   '  "private_key": "-----BEGIN PRIVATE KEY-----\\nMIIE\\n'
+                   '-----END PRIVATE KEY-----\\n"\n}\n')
+
+
+def test_credentials_are_recognised_by_content_too(small, tmp_path):
+    write(small, "config/deploy.txt", "# ops notes\n" + PRIVATE_KEY)
+    write(small, "data/gcp.json", SERVICE_ACCOUNT)
+    write(small, "data/user.json", '{"type": "authorized_user", "refresh_token": "1//0g"}\n')
+    write(small, "data/rsa.bin", "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n")
+    write(small, "data/not-a-key.json", '{"type": "service_account", "client_email": "a@b"}\n')
+    write(small, "tests/fixture_key.txt", PRIVATE_KEY)
+    staged = stage_tree(small, tmp_path / "out", include=["tests/fixture_key.txt"], members=[])
+    assert set(staged.withheld) == {"config/deploy.txt", "data/gcp.json", "data/user.json", "data/rsa.bin"}
+    names = staged_names(staged.path)
+    assert not names & set(staged.withheld) and set(staged.files) == names
+    # A service-account JSON without its key is data; a file named exactly ships.
+    assert {"data/not-a-key.json", "tests/fixture_key.txt"} <= names
+
+    proc = raybake("stage", "-C", str(small), "--out", str(tmp_path / "cli"))
+    assert "data/gcp.json" in proc.stderr and "stage_include" in proc.stderr
+
+
+@pytest.mark.parametrize("include", [["*"], [".git/"], [".git"], [".git/config"], ["**/.git/**"]])
+def test_git_never_ships_whatever_stage_include_says(small, tmp_path, include):
+    write(small, ".git/config", '[remote "origin"]\n\turl = https://x-access-token:ghs_123@github.com/o/r\n')
+    write(small, ".git/HEAD", "ref: refs/heads/main\n")
+    write(small, "vendor/lib/.git", "gitdir: ../../.git/modules/lib\n")  # a submodule's .git file
+    write(small, "vendor/lib/lib.py")
+    write(small, ".gitmodules", "")
+    names = set(stage_tree(small, tmp_path / "out", include=include, members=[]).files)
+    assert not any(n == ".git" or n.startswith(".git/") or n.endswith("/.git") for n in names)
+    assert "vendor/lib/lib.py" in names
+
+
+def test_a_file_swapped_for_a_symlink_after_the_walk_is_not_followed(small, tmp_path, monkeypatch):
+    import raybake.stage as stage
+
+    outside = write(tmp_path, "home/.ssh/id_ed25519", "THE-KEY\n")
+    data = write(small, "src/small/data.txt", "harmless\n")
+    check_size = stage._check_size
+
+    def swap(files, max_bytes):  # runs after the walk, before the copy
+        check_size(files, max_bytes)
+        data.unlink()
+        data.symlink_to(outside)
+
+    monkeypatch.setattr(stage, "_check_size", swap)
+    out = tmp_path / "out"
+    with pytest.raises(StageError, match=r"src/small/data.txt was replaced by a symlink"):
+        stage_tree(small, out, members=[])
+    assert not out.exists() and not list(tmp_path.glob(".raybake-tmp-*"))
+
+
+def test_a_directory_swapped_for_a_symlink_after_the_walk_is_not_followed(small, tmp_path, monkeypatch):
+    import raybake.stage as stage
+
+    write(tmp_path, "home/.ssh/__init__.py", "THE-KEY\n")
+    check_size = stage._check_size
+
+    def swap(files, max_bytes):
+        check_size(files, max_bytes)
+        (small / "src" / "small").rename(small / "moved")
+        (small / "src" / "small").symlink_to(tmp_path / "home" / ".ssh", target_is_directory=True)
+
+    monkeypatch.setattr(stage, "_check_size", swap)
+    with pytest.raises(StageError, match=r"src/small/__init__.py was replaced by a symlink"):
+        stage_tree(small, tmp_path / "out", members=[])
+    assert not (tmp_path / "out").exists()
+
+
+def test_private_files_keep_owner_only_modes(small, tmp_path):
+    write(small, "conf/token.cfg").chmod(0o600)
+    write(small, "bin/secret-run.sh", "#!/bin/sh\n").chmod(0o700)
+    write(small, "conf/shared.cfg").chmod(0o640)  # the group may read it: not private
+    write(small, "conf/public.cfg").chmod(0o604)
+    before = stage_tree(small, tmp_path / "a", members=[])
+    modes = {rel: stat.S_IMODE((before.path / rel).stat().st_mode) for rel in before.files}
+    assert modes["conf/token.cfg"] == 0o600 and modes["bin/secret-run.sh"] == 0o700
+    assert modes["conf/shared.cfg"] == modes["conf/public.cfg"] == 0o644
+    assert modes["uv.lock"] == 0o644
+    (small / "conf/token.cfg").chmod(0o644)  # the mode ships, so it is in the content hash
+    assert stage_tree(small, tmp_path / "b", members=[]).content_hash != before.content_hash

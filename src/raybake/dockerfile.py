@@ -19,10 +19,20 @@ def render(plan: BuildPlan) -> str:
     if plan.apt_packages:
         parts.append(_apt_layer(plan.apt_packages))
     if plan.env:
-        parts.append("ENV " + " \\\n    ".join(f"{k}={json.dumps(v)}" for k, v in plan.env))
+        parts.append("ENV " + " \\\n    ".join(f"{k}={env_value(v)}" for k, v in plan.env))
     parts += [_dep_layer(plan, layer) for layer in plan.dep_layers]
     parts.append("LABEL " + " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in plan.labels))
     return "\n".join(parts) + "\n"
+
+
+def env_value(value: str) -> str:
+    r"""``value`` as a Dockerfile ENV word that BuildKit reads back byte for byte.
+
+    In double quotes BuildKit expands ``$VAR`` and ``${VAR}`` and unescapes
+    ``\"``, ``\$`` and ``\\`` only; JSON's escapes (``\n``, ``\u00e9``) would
+    stay literal. So escape those three and write everything else as it is
+    (spec.py refuses line breaks, which an ENV instruction cannot hold)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
 
 
 def _apt_layer(packages: tuple[str, ...]) -> str:

@@ -4,7 +4,9 @@ For every image spec it records the reference the current lock produces (what
 ``raybake tag --all`` prints), so job configs name the right image and a diff
 shows when a commit changes it. The pre-commit hooks in
 ``.pre-commit-hooks.yaml`` keep it honest: ``raybake pin`` rewrites a stale pin
-and fails, like a formatter, until the rewritten file is staged.
+and says so (exit 0); pre-commit then fails the hook, as it fails any hook that
+changes a file, until the rewritten pin is staged. ``--check`` changes nothing
+and exits 1 for a stale pin.
 
 Format (sorted keys, 2-space indent, trailing newline)::
 
@@ -242,8 +244,27 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
+def _entries(status: PinStatus) -> str:
+    lines = [c.describe() for c in status.changes] or [
+        "(same references; the file was not in canonical form)"]
+    return "\n".join(f"  {line}" for line in lines)
+
+
+def update_message(status: PinStatus) -> str:
+    """What a rewrite changed, and how to commit it (a report, not an error)."""
+    shown = _display_path(status.path)
+    if status.missing:
+        why = "it did not exist"
+    elif status.invalid:
+        why = f"it was not a valid pin ({status.invalid})"
+    else:
+        why = "it was out of date with the lock"
+    return f"updated {shown} ({why}):\n{_entries(status)}\nstage it: git add {shown}"
+
+
 def stale_error(status: PinStatus) -> StaleError:
-    """The finding for a pin that was (after a rewrite) or is (with --check) stale."""
+    """The finding for a pin that is stale (--check) or was (rewritten, with
+    --exit-non-zero-on-change)."""
     shown = _display_path(status.path)
     was = "was" if status.rewritten else "is"
     if status.missing:
@@ -252,15 +273,12 @@ def stale_error(status: PinStatus) -> StaleError:
         what = f"{shown} {was} not a valid pin ({status.invalid})"
     else:
         what = f"{shown} {was} out of date with the lock"
-    lines = [c.describe() for c in status.changes] or [
-        "(same references; the file was not in canonical form)"]
-    entries = "\n".join(f"  {line}" for line in lines)
     if status.rewritten:
-        return StaleError(f"{what}; rewrote it:\n{entries}",
+        return StaleError(f"{what}; rewrote it:\n{_entries(status)}",
                           fix=f"stage the rewritten pin: git add {shown}")
     where = _display_path(status.path.parent)
     run = "raybake pin" if where == "." else f"raybake pin -C {where}"
-    return StaleError(f"{what}:\n{entries}", fix=f"run `{run}` and commit {shown}")
+    return StaleError(f"{what}:\n{_entries(status)}", fix=f"run `{run}` and commit {shown}")
 
 
 def require_present(images: Mapping[str, str]) -> None:
@@ -289,4 +307,4 @@ def require_present(images: Mapping[str, str]) -> None:
 
 __all__ = ["PIN_FILE", "PIN_VERSION", "ImageMissing", "PinChange", "PinStatus", "compute_pin",
            "diff_pins", "parse_pin", "pin_path", "pinned_reference", "read_pin", "render_pin",
-           "require_present", "stale_error", "update_pin", "write_pin"]
+           "require_present", "stale_error", "update_message", "update_pin", "write_pin"]

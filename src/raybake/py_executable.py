@@ -3,9 +3,11 @@ that cannot run a custom image.
 
 Ray starts every worker as ``<py_executable> <args...>`` in its working_dir.
 The wrapper makes sure a node-local environment for the project's lock exists,
-installing it once per node with ``uv sync`` under a ``flock``, then ``exec``s
-that environment's python with the worker's arguments (see
-``templates/py-executable.sh``).
+installing it once per node with ``uv sync`` under a ``flock`` (into a
+temporary directory, renamed into place when complete), then ``exec``s that
+environment's python with the worker's arguments. It refuses an environment
+root, environment or marker that another user owns or may write: it would run
+an interpreter someone else planted (see ``templates/py-executable.sh``).
 
 Rendering is pure: the same project, spec and defaults give the same text."""
 
@@ -26,7 +28,9 @@ from raybake.plan import uv_sync_args
 from raybake.project import Project
 from raybake.spec import ImageSpec
 
-DEFAULT_ENV_ROOT = "/tmp/raybake-envs"  # RAYBAKE_ENV_ROOT at run time
+# RAYBAKE_ENV_ROOT at run time; by default a directory of the user's own,
+# created 0700 (never a shared one like /tmp: see the template).
+DEFAULT_ENV_ROOT = "$XDG_CACHE_HOME/raybake-envs, else ~/.cache/raybake-envs"
 DEFAULT_TIMEOUT = 600  # seconds; RAYBAKE_ENV_TIMEOUT at run time
 DEFAULT_UV = "uv"  # RAYBAKE_UV at run time
 DEFAULT_OUT = Path(".raybake") / "py-executable"  # relative to the project root
@@ -42,9 +46,14 @@ def wrapper_template() -> str:
     return files("raybake").joinpath("templates/py-executable.sh").read_text(encoding="utf-8")
 
 
+def _python_args(spec: ImageSpec) -> tuple[str, ...]:
+    # No Python in the spec: uv picks one for requires-python on the node.
+    return ("--python", spec.python) if spec.python else ()
+
+
 def wrapper_sync_args(project: Project, spec: ImageSpec) -> tuple[str, ...]:
     """The ``uv sync`` flags the wrapper runs: the image's, plus the spec's Python."""
-    return (*uv_sync_args(project, spec), "--python", spec.python)
+    return (*uv_sync_args(project, spec), *_python_args(spec))
 
 
 def env_key(project: Project, spec: ImageSpec) -> str:
@@ -65,10 +74,12 @@ def _dq(text: str) -> str:
     return re.sub(r'([\\"$`])', r"\\\1", text)
 
 
-def render_wrapper(project: Project, spec: ImageSpec, *, env_root: str = DEFAULT_ENV_ROOT,
+def render_wrapper(project: Project, spec: ImageSpec, *, env_root: str | None = None,
                    timeout: int = DEFAULT_TIMEOUT, uv: str = DEFAULT_UV) -> str:
-    """The wrapper script's text (deterministic: no paths of this machine, no time)."""
-    if not env_root or "\n" in env_root:
+    """The wrapper script's text (deterministic: no paths of this machine, no time).
+
+    ``env_root`` None: the user's own cache directory on each node."""
+    if env_root is not None and (not env_root or "\n" in env_root):
         raise ValueError(f"env_root must be a non-empty path on one line, got {env_root!r}")
     if not uv or "\n" in uv:
         raise ValueError(f"uv must be a non-empty command on one line, got {uv!r}")
@@ -82,12 +93,13 @@ def render_wrapper(project: Project, spec: ImageSpec, *, env_root: str = DEFAULT
         "@SPEC@": spec.name,
         "@KEY@": key,
         "@LOCK_SHA256@": hashlib.sha256(project.lock_bytes).hexdigest(),
-        "@ENV_ROOT@": shlex.quote(env_root),
-        "@ENV_ROOT_DOC@": env_root,
+        "@ENV_ROOT@": shlex.quote(env_root or ""),
+        "@ENV_ROOT_DOC@": env_root or DEFAULT_ENV_ROOT,
         "@TIMEOUT@": str(timeout),
         "@UV@": shlex.quote(uv),
         "@UV_DOC@": uv,
         "@SYNC_ARGS@": shlex.join(sync),
+        "@VENV_ARGS@": shlex.join(_python_args(spec)),
         "@SYNC_ARGS_DOC@": _dq(shlex.join(sync)),
     }
     return _PLACEHOLDER.sub(lambda m: values[m.group(0)], wrapper_template())

@@ -13,6 +13,7 @@ import platform as _platform
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ ENV_OVERRIDES = {
     "RAYBAKE_CA_BUNDLE": "ca_bundle",
 }
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is fine in an env value
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 # A Docker repository: optional host[:port]/, then lowercase path components.
 _REPOSITORY = re.compile(
@@ -139,15 +141,20 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SpecError(f"cannot read {path}: {exc}") from exc
+        raise SpecError(f"cannot read {path}: {exc.strerror or exc}",
+                        fix="make the spec file readable, or remove it") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: byte {exc.start} is not UTF-8 text",
+                        fix="save the spec as UTF-8") from exc
     try:
+        _refuse_aliases(yaml, text, path)
         data = yaml.safe_load(text)
         node = yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(f"{where}: invalid YAML: {problem}",
+        raise SpecError(f"{where}: invalid YAML: {excerpt(problem, quote=False)}",
                         fix="correct the YAML syntax at that line") from exc
     if data is None:
         data = {}
@@ -162,21 +169,50 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     return fields
 
 
+def _refuse_aliases(yaml: Any, text: str, path: Path) -> None:
+    """Anchors and aliases are refused before anything is built from the YAML:
+    nested aliases expand exponentially (a 495-byte "billion laughs" spec
+    exhausted memory), and a spec has no use for them."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            kind = "alias" if isinstance(event, yaml.AliasEvent) else "anchor"
+            raise SpecError(f"{path}:{event.start_mark.line + 1}: YAML {kind} "
+                            f"{'*' if kind == 'alias' else '&'}{excerpt(event.anchor, quote=False)}: "
+                            "anchors and aliases are not allowed in a spec",
+                            fix="write the value out in full wherever it is used")
+
+
+def excerpt(value: Any, limit: int = 80, *, quote: bool = True) -> str:
+    """``repr(value)`` (or ``str`` without ``quote``) cut to about ``limit``
+    characters: an error names a bad value without echoing all of it."""
+    import reprlib
+
+    if quote:
+        short = reprlib.Repr()
+        short.maxstring = short.maxother = limit
+        short.maxlist = short.maxdict = short.maxtuple = short.maxset = 8
+        short.maxlevel = 3
+        text = short.repr(value)
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _validate(data: Mapping[str, Any], where: str, node: Any) -> dict[str, Any]:
     """Check field names and types; return the fields that were set."""
     for key, value in data.items():
         doc = FIELDS.get(key)
         if doc is None:
-            raise SpecError(f"{_at(where, node, (key,))}: unknown field '{key}'",
+            raise SpecError(f"{_at(where, node, (key,))}: unknown field {excerpt(key)}",
                             fix=f"remove it or use one of: {', '.join(FIELDS)}")
         bad = _type_error(doc.type, value)
         if bad is not None:
             loc, got = bad
             fix = ('quote it as a string, e.g. python: "3.11" (unquoted, 3.10 would read as 3.1)'
                    if key == "python" else f"'{key}' takes {_TYPE_NAMES[doc.type]}: {doc.help}")
-            path = ".".join(str(p) for p in (key, *loc))
+            path = excerpt(".".join(str(p) for p in (key, *loc)), quote=False)
             raise SpecError(f"{_at(where, node, (key, *loc))}: field '{path}' must be "
-                            f"{_TYPE_NAMES[doc.type if not loc else str]}, got {got!r}", fix=fix)
+                            f"{_TYPE_NAMES[doc.type if not loc else str]}, got {excerpt(got)}", fix=fix)
     return dict(data)
 
 
@@ -249,25 +285,29 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
                         fix='set `python: "3.11"` in the spec or requires-python = ">=3.11" in pyproject.toml')
     repository = fields.get("repository") or project.name
     if not _REPOSITORY.match(repository):
-        raise SpecError(f"{source}: repository {repository!r} is not a valid image repository",
+        raise SpecError(f"{source}: repository {excerpt(repository)} is not a valid image repository",
                         fix="use lowercase letters, digits, '.', '_', '-' and '/', "
                             "optionally after a registry host, e.g. 127.0.0.1:5000/my-app")
     network = fields.get("network") or "default"
     if network not in ("default", "host", "none"):
-        raise SpecError(f"{source}: network must be default, host or none (got {network!r})",
+        raise SpecError(f"{source}: network must be default, host or none (got {excerpt(network)})",
                         fix="set network: host when the Docker daemon has no bridge network")
-    ca = fields.get("ca_bundle") or environ.get("SSL_CERT_FILE")
-    ca_path = (project.root / ca) if ca else None
-    if fields.get("ca_bundle") and not ca_path.is_file():
-        raise SpecError(f"{source}: ca_bundle {ca_path} does not exist",
-                        fix="point ca_bundle (or RAYBAKE_CA_BUNDLE) at a PEM file")
-    if ca_path is not None and not ca_path.is_file():
-        ca_path = None  # SSL_CERT_FILE naming a missing file is the host's business
+    ca_path = _ca_bundle(fields.get("ca_bundle"), source, project, environ)
     for key in ("env", "index_secrets"):
         bad = [k for k in fields.get(key, ()) if not _ENV_NAME.match(k)]
         if bad:
-            raise SpecError(f"{source}: {key}: {bad[0]!r} is not a valid environment variable name",
+            raise SpecError(f"{source}: {key}: {excerpt(bad[0])} is not a valid environment variable name",
                             fix="use letters, digits and '_' only, not starting with a digit")
+    for key, value in fields.get("env", {}).items():
+        # The value reaches the image byte for byte (see dockerfile.py), except
+        # a line break: a Dockerfile ENV instruction cannot hold one.
+        control = _CONTROL.search(value)
+        if control:
+            what = "line break" if control.group() in "\r\n" else "control character"
+            raise SpecError(f"{source}: env: the value of {key} holds a {what} "
+                            f"(U+{ord(control.group()):04X}): {excerpt(value)}",
+                            fix="write the value on one line (a Dockerfile ENV cannot carry line breaks); "
+                                "let the program read several values from one line, e.g. separated by ','")
     return ImageSpec(
         name=name,
         source=source,
@@ -286,3 +326,51 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         import_skip=tuple(sorted(set(fields.get("import_skip", ())))),
         heavy_packages=tuple(sorted(set(fields.get("heavy_packages", ())))),
     )
+
+
+def _ca_bundle(explicit: str | None, source: str, project: Project,
+               environ: Mapping[str, str]) -> Path | None:
+    """The proxy CA bundle for the build: ``ca_bundle`` (RAYBAKE_CA_BUNDLE), else $SSL_CERT_FILE.
+
+    The build binds it in for uv, where a package's build backend can read it,
+    so it must hold PEM certificates and nothing else (raybake.certs). A
+    ca_bundle that does not is an error. $SSL_CERT_FILE is the host's own
+    setting, used for convenience: when it is missing or holds anything else
+    (comments, a key) the build gets no CA, with a note for the latter."""
+    from raybake import certs
+
+    value = explicit or environ.get("SSL_CERT_FILE")
+    if not value:
+        return None
+    path = project.root / value
+    setting = "RAYBAKE_CA_BUNDLE" if environ.get("RAYBAKE_CA_BUNDLE") else "ca_bundle"
+    try:
+        certs.read_bundle(path)
+    except FileNotFoundError:
+        if explicit:
+            raise SpecError(f"{source}: {setting} {excerpt(str(path), 200, quote=False)} does not exist",
+                            fix=f"point {setting} at a file of PEM certificates (the proxy's CA)") from None
+        return None
+    except (OSError, certs.NotABundle) as exc:
+        problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if explicit:
+            raise SpecError(f"{source}: {setting} {excerpt(str(path), 200, quote=False)} is not a bundle of "
+                            f"PEM certificates: {problem}; it is refused before the build, which could "
+                            "copy it into the image",
+                            fix=f"point {setting} at a file holding only -----BEGIN CERTIFICATE----- blocks "
+                                "(e.g. `openssl x509 -in PROXY-CA -out proxy-ca.pem`): no comments, keys "
+                                "or other text") from None
+        _note_ignored_ssl_cert_file(str(path), problem)
+        return None
+    return path
+
+
+@cache
+def _note_ignored_ssl_cert_file(path: str, problem: str) -> None:
+    import logging
+
+    logging.getLogger("raybake.spec").warning(
+        "$SSL_CERT_FILE (%s) is not passed to the build as its CA bundle: it is not a bundle of PEM "
+        "certificates (%s). If the build needs a proxy CA, set ca_bundle (or RAYBAKE_CA_BUNDLE) to a "
+        "file of PEM certificates only.", path, problem)
+

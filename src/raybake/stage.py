@@ -10,11 +10,18 @@ copies a trimmed tree into a directory of its own and hands Ray that:
 - ``stage_include`` patterns stage what they match even when excluded, except
   that a secret-looking file needs a pattern without wildcards (``.env``,
   ``keys/deploy.pem``, ``.aws/``): a broad ``*.json`` cannot pull one in;
+  ``.git`` never ships, whatever the patterns say;
+- secrets are recognised by name (SECRET_EXCLUDES) and by content: a private
+  key or a cloud service-account key in the first bytes of any file keeps it
+  out, unless stage_include names it exactly;
+- files are read without following symlinks (each path component opened with
+  O_NOFOLLOW), so one swapped for a link after the walk is never followed;
 - the size cap is checked after a walk that only stats, before anything is
   written; the copy goes to a temporary sibling renamed into place;
-- staged files get a fixed mtime and normalised permissions, so the same
-  source gives the same bytes, the same ``content_hash`` and Ray's package
-  hash (over paths and contents) stays put.
+- staged files get a fixed mtime and normalised permissions (0644/0755, or
+  0600/0700 for a file only its owner may read), so the same source gives the
+  same bytes, the same ``content_hash`` and Ray's package hash (over paths and
+  contents) stays put.
 
 Pure file walking: no git, no subprocess.
 """
@@ -22,8 +29,10 @@ Pure file walking: no git, no subprocess.
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -50,10 +59,44 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
 # Credentials never leave the machine unless stage_include names them.
 # `**/` keeps the two-component patterns unanchored, like the others.
 SECRET_EXCLUDES: tuple[str, ...] = (
-    ".env", ".env.*", "*.pem", "*.key", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
-    "*.p12", "*.pfx", ".aws/", ".netrc", ".pypirc", ".git-credentials", "credentials.json",
-    "*service-account*.json", "**/.docker/config.json", "**/.kube/config",
+    # environment files
+    ".env", ".env.*", ".envrc",
+    # private keys, keystores, SSH and GPG
+    "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.ppk",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", ".ssh/", ".gnupg/", ".password-store/",
+    # package managers, registries, git hosts
+    ".netrc", "_netrc", ".npmrc", ".yarnrc", ".yarnrc.yml", ".pypirc", ".git-credentials",
+    "**/.docker/config.json", ".dockercfg", "**/.cargo/credentials", "**/.cargo/credentials.toml",
+    "**/.m2/settings.xml", "**/.m2/settings-security.xml", "**/.gradle/gradle.properties",
+    "**/.composer/auth.json", "**/.config/gh/hosts.yml", "**/.circleci/cli.yml", ".htpasswd",
+    # databases
+    ".pgpass", ".my.cnf",
+    # clouds and ML platforms
+    ".aws/", ".azure/", "**/.config/gcloud/", "application_default_credentials.json",
+    ".boto", ".s3cfg", ".databrickscfg", "**/.kaggle/kaggle.json", "**/huggingface/token",
+    "**/.huggingface/token",
+    # Kubernetes
+    ".kube/", "kubeconfig", "kubeconfig.*", "*.kubeconfig",
+    # Vault, Terraform
+    ".vault-token", ".terraformrc", "terraform.rc", "credentials.tfrc.json", ".terraform/",
+    "*.tfstate", "*.tfstate.*", "*.tfvars", "*.tfvars.json",
+    # generic credential and secret files
+    "credentials", "credentials.json", "credentials.yaml", "credentials.yml", "credentials.toml",
+    "credentials.db", "client_secret*.json", "token.json", "*service-account*.json",
+    "*service_account*.json", "*-sa.json", "secrets.yaml", "secrets.yml", "secrets.json",
+    "secrets.toml", ".secrets",
 )
+# By content, in the first SNIFF_BYTES of every file: PEM/OpenSSH/PGP/PuTTY
+# private keys, and Google service-account or authorized-user JSON keys.
+SNIFF_BYTES = 64 * 1024
+_PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|PuTTY-User-Key-File-\d+:")
+_KEY_JSON = (
+    (re.compile(rb'"type"\s*:\s*"service_account"'), re.compile(rb'"private_key"\s*:')),
+    (re.compile(rb'"type"\s*:\s*"authorized_user"'), re.compile(rb'"refresh_token"\s*:')),
+)
+# Never staged, whatever stage_include says: its config may hold a token, and
+# a worker has no use for the history.
+NEVER_STAGED = ".git"
 # Read in this order, so .rayignore may negate .gitignore. They are applied
 # here and left out of the copy: Ray would apply them again to the staged tree
 # and drop what stage_include forced in.
@@ -74,16 +117,23 @@ class StagedTree:
     path: Path  # the staged directory, absolute
     files: tuple[str, ...]  # POSIX paths relative to ``path``, sorted
     total_bytes: int
-    content_hash: str  # sha256 hex over sorted (path, executable bit, file digest)
+    content_hash: str  # sha256 hex over sorted (path, mode class, file digest)
     python_path: tuple[str, ...] = ()  # relative dirs for PYTHONPATH: src, <member>/src
+    withheld: tuple[str, ...] = ()  # left out because their content is a credential
 
 
 @dataclass(frozen=True)
 class _File:
-    rel: str
-    source: str  # where to read it (through symlinks)
+    rel: str  # where it goes in the staged tree
+    source: str  # where to read it: relative to the project's real root, no symlink on the way
     size: int
-    executable: bool
+    named: bool = False  # stage_include names it exactly: shipped whatever its content
+
+
+def looks_like_credentials(prefix: bytes) -> bool:
+    """Whether the first bytes of a file hold a private key or a cloud key file."""
+    return bool(_PRIVATE_KEY.search(prefix)) or any(
+        kind.search(prefix) and secret.search(prefix) for kind, secret in _KEY_JSON)
 
 
 class _Verdict(enum.Enum):
@@ -126,7 +176,7 @@ def stage_tree(project_root: Path, out: Path, *, include: Sequence[str] = (),
     rules = _Rules(root, include=include, exclude=exclude, members=members)
     files = sorted(rules.walk(), key=lambda f: f.rel)
     _check_size(files, max_bytes)
-    return _publish(files, out, _python_path(files, members))
+    return _publish(root, files, out, members)
 
 
 def _check_out(out: Path, root: str) -> None:
@@ -180,6 +230,8 @@ class _Rules:
 
     def verdict(self, rel: str, is_dir: bool, forced: bool, layers: _Layers) -> _Verdict:
         """``forced``: an ancestor is excluded and was entered only for stage_include."""
+        if rel.rpartition("/")[2] == NEVER_STAGED:  # a directory, or a worktree's file
+            return _Verdict.SKIP
         name = rel + "/" if is_dir else rel  # gitignore's `dir/` patterns need the slash
         secret = self._secret.match_file(name)
         if not (forced or secret or self._excluded.match_file(name) or _ignored(rel, is_dir, layers)):
@@ -261,7 +313,7 @@ class _Rules:
             elif entry.is_file(follow_symlinks=False):
                 if self.verdict(rel, False, forced, layers) is _Verdict.STAGE:
                     st = entry.stat(follow_symlinks=False)
-                    found.append(_File(rel, entry.path, st.st_size, bool(st.st_mode & stat.S_IXUSR)))
+                    found.append(self._file(rel, os.path.join(real_chain[-1], entry.name), st.st_size))
             # Sockets, FIFOs and devices are never staged (reading a FIFO would hang).
 
     def _link(self, entry: os.DirEntry, rel: str, real_chain: tuple[str, ...], forced: bool,
@@ -292,7 +344,11 @@ class _Rules:
         if is_dir:
             self._walk(entry.path, rel, (*real_chain, target), forced or v is _Verdict.FORCED, layers, found)
         elif stat.S_ISREG(st.st_mode):
-            found.append(_File(rel, target, st.st_size, bool(st.st_mode & stat.S_IXUSR)))
+            found.append(self._file(rel, target, st.st_size))
+
+    def _file(self, rel: str, real_path: str, size: int) -> _File:
+        return _File(rel, os.path.relpath(real_path, self.root), size,
+                     named=self._include_named.match_file(rel))
 
 
 def _ignored(rel: str, is_dir: bool, layers: _Layers) -> bool:
@@ -354,13 +410,13 @@ def _check_size(files: Sequence[_File], max_bytes: int) -> None:
                          "to stage_exclude in [tool.raybake]; or raise stage_max_mb there")
 
 
-def _python_path(files: Sequence[_File], members: Sequence[str]) -> tuple[str, ...]:
+def _python_path(files: Sequence[str], members: Sequence[str]) -> tuple[str, ...]:
     """``src`` and each member's ``<member>/src`` that the staged tree holds."""
     candidates = ["src", *(f"{m}/src" for m in members)]
-    return tuple(c for c in candidates if any(f.rel.startswith(c + "/") for f in files))
+    return tuple(c for c in candidates if any(f.startswith(c + "/") for f in files))
 
 
-def _publish(files: Sequence[_File], out: Path, python_path: tuple[str, ...]) -> StagedTree:
+def _publish(root: str, files: Sequence[_File], out: Path, members: Sequence[str]) -> StagedTree:
     """Copy into a temporary sibling of ``out``, then rename it into place."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -371,7 +427,7 @@ def _publish(files: Sequence[_File], out: Path, python_path: tuple[str, ...]) ->
     old: Path | None = None
     try:
         (tmp / MARKER).write_bytes(_MARKER_TEXT)  # so a leftover is recognised as ours
-        digest, total = _copy(files, tmp)
+        copied = _copy(root, files, tmp)
         if out.exists():
             old = out.parent / f".raybake-old-{uuid.uuid4().hex[:12]}"
             os.rename(out, old)
@@ -390,45 +446,98 @@ def _publish(files: Sequence[_File], out: Path, python_path: tuple[str, ...]) ->
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-    return StagedTree(path=out, files=tuple(f.rel for f in files), total_bytes=total,
-                      content_hash=digest, python_path=python_path)
+    return StagedTree(path=out, files=copied.files, total_bytes=copied.total_bytes,
+                      content_hash=copied.content_hash, python_path=_python_path(copied.files, members),
+                      withheld=copied.withheld)
 
 
-def _copy(files: Sequence[_File], dest: Path) -> tuple[str, int]:
-    """Copy ``files`` (sorted) under ``dest``; return (content hash, bytes copied)."""
+@dataclass(frozen=True)
+class _Copied:
+    files: tuple[str, ...]
+    total_bytes: int
+    content_hash: str
+    withheld: tuple[str, ...]
+
+
+def _open_source(root_fd: int, f: _File) -> int:
+    """A read-only descriptor of ``f``'s regular file, opened one path component
+    at a time with O_NOFOLLOW: a file or directory replaced by a symlink since
+    the walk is refused, never followed."""
+    fd = root_fd
+    parts = f.source.split(os.sep)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            if fd != root_fd:
+                os.close(fd)
+            fd = nxt
+        # O_NONBLOCK: a FIFO put in its place must not hang the open.
+        src = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise StageError(f"{f.rel} was replaced by a symlink while it was being staged; "
+                             "it was not followed",
+                             fix="run `raybake stage` again once the tree stops changing") from exc
+        raise StageError(f"cannot read {f.rel}: {exc.strerror}",
+                         fix="make it readable, or exclude it via stage_exclude or .rayignore") from exc
+    finally:
+        if fd != root_fd:
+            os.close(fd)
+    if not stat.S_ISREG(os.fstat(src).st_mode):
+        os.close(src)
+        raise StageError(f"{f.rel} is no longer a regular file: it changed while it was being staged",
+                         fix="run `raybake stage` again once the tree stops changing")
+    return src
+
+
+def _copy(root: str, files: Sequence[_File], dest: Path) -> _Copied:
+    """Copy ``files`` (sorted) from ``root`` under ``dest``, except those whose
+    first bytes are a credential (unless stage_include names them)."""
     tree = hashlib.sha256()
     total = 0
     dirs = {""}
+    copied: list[str] = []
+    withheld: list[str] = []
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
-    for f in files:
-        parent = f.rel.rpartition("/")[0]
-        if parent not in dirs:
-            os.makedirs(dest / parent, exist_ok=True)
-            while parent not in dirs:
-                dirs.add(parent)
-                parent = parent.rpartition("/")[0]
-        target = dest / f.rel
-        file_hash = hashlib.sha256()
-        try:
-            src = open(f.source, "rb")
-        except OSError as exc:
-            raise StageError(f"cannot read {f.rel}: {exc.strerror}",
-                             fix="make it readable, or exclude it via stage_exclude or .rayignore") from exc
-        with src, open(target, "wb") as dst:
-            while n := src.readinto(buf):
-                file_hash.update(view[:n])
-                dst.write(view[:n])
-                total += n
-        os.chmod(target, 0o755 if f.executable else 0o644)
-        os.utime(target, (STAGED_MTIME, STAGED_MTIME))
-        # Canonical record: length-prefixed path bytes, the executable bit, the content digest.
-        path = os.fsencode(f.rel)
-        tree.update(len(path).to_bytes(4, "big") + path + (b"\x01" if f.executable else b"\x00")
-                    + file_hash.digest())
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for f in files:
+            with open(_open_source(root_fd, f), "rb", closefd=True) as src:
+                st = os.fstat(src.fileno())
+                n = src.readinto(buf)
+                if not f.named and looks_like_credentials(bytes(view[:min(n, SNIFF_BYTES)])):
+                    withheld.append(f.rel)
+                    continue
+                parent = f.rel.rpartition("/")[0]
+                if parent not in dirs:
+                    os.makedirs(dest / parent, exist_ok=True)
+                    while parent not in dirs:
+                        dirs.add(parent)
+                        parent = parent.rpartition("/")[0]
+                target = dest / f.rel
+                file_hash = hashlib.sha256()
+                with open(target, "wb") as dst:
+                    while n:
+                        file_hash.update(view[:n])
+                        dst.write(view[:n])
+                        total += n
+                        n = src.readinto(buf)
+            executable = bool(st.st_mode & stat.S_IXUSR)
+            private = not st.st_mode & (stat.S_IRGRP | stat.S_IROTH)  # its owner's eyes only: keep it so
+            mode = (0o700 if executable else 0o600) if private else (0o755 if executable else 0o644)
+            os.chmod(target, mode)
+            os.utime(target, (STAGED_MTIME, STAGED_MTIME))
+            # Canonical record: length-prefixed path bytes, the mode class, the content digest.
+            path = os.fsencode(f.rel)
+            tree.update(len(path).to_bytes(4, "big") + path + bytes([executable | private << 1])
+                        + file_hash.digest())
+            copied.append(f.rel)
+    finally:
+        os.close(root_fd)
     os.chmod(dest / MARKER, 0o644)
     os.utime(dest / MARKER, (STAGED_MTIME, STAGED_MTIME))
     for d in sorted(dirs, key=lambda d: -d.count("/") if d else 1):  # deepest first, the root last
         os.chmod(dest / d, 0o755)
         os.utime(dest / d, (STAGED_MTIME, STAGED_MTIME))
-    return tree.hexdigest(), total
+    return _Copied(tuple(copied), total, tree.hexdigest(), tuple(withheld))

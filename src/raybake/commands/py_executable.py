@@ -21,11 +21,13 @@ HELP = f"""Write a py_executable wrapper for clusters that cannot use a custom i
 
 Use it as Ray's runtime_env["py_executable"] with the project as working_dir:
 the first worker on each node installs the locked environment with `uv sync`
-(under a flock) into $RAYBAKE_ENV_ROOT/<key>/venv (default root:
-{DEFAULT_ENV_ROOT}); the other workers wait for it (up to $RAYBAKE_ENV_TIMEOUT
+(under a flock, in a temporary directory renamed into place when complete)
+into $RAYBAKE_ENV_ROOT/<key>/venv (default root: {DEFAULT_ENV_ROOT},
+created 0700); the other workers wait for it (up to $RAYBAKE_ENV_TIMEOUT
 seconds, default {DEFAULT_TIMEOUT}), then every worker runs that environment's
-python. Nodes need uv ($RAYBAKE_UV, default: uv on PATH), flock (util-linux)
-and sha256sum. Write it again after every `uv lock`.
+python. A root, environment or marker that another user owns or may write is
+refused. Nodes need uv ($RAYBAKE_UV, default: uv on PATH), flock (util-linux)
+and coreutils (sha256sum, stat, mktemp). Write it again after every `uv lock`.
 
 Prints the wrapper's path; the runtime_env to use goes to stderr."""
 

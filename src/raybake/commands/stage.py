@@ -21,6 +21,10 @@ def stage(out: Path | None, project_dir: Path) -> None:
     click.echo(staged.path)
     click.echo(f"{len(staged.files)} files, {format_size(staged.total_bytes)}, "
                f"content sha256 {staged.content_hash}")
+    if staged.withheld:
+        click.echo(f"note: left out {len(staged.withheld)} file(s) holding a private key or a cloud key: "
+                   f"{', '.join(staged.withheld)}; to ship one, name it exactly in [tool.raybake] "
+                   "stage_include", err=True)
 
 
 command = click.command("stage")(

@@ -4,10 +4,15 @@
 #
 # Ray's runtime_env["py_executable"]: Ray starts each worker as
 # `<this script> <args...>` in its working_dir. The first worker on a node
-# installs the locked environment with `uv sync` into a node-local venv while
-# holding a flock; the others wait for it, then every worker execs that venv's
-# python. A killed installer releases the lock and leaves no done marker, so
-# the next worker starts over.
+# installs the locked environment with `uv sync` while holding a flock: into a
+# temporary directory beside its final place, renamed into place when complete,
+# then marked done. The others wait for it, then every worker execs that
+# environment's python. A killed installer releases the lock and leaves only
+# its temporary directory, which the next installer removes.
+#
+# Only this user may write where the interpreter comes from: the root (and the
+# directories above it) must not be writable by other users, and the root, the
+# environment and its marker must be this user's; anything else is refused.
 #
 # Run-time settings (environment variables):
 #   RAYBAKE_ENV_ROOT     where environments live (default: @ENV_ROOT_DOC@)
@@ -28,15 +33,25 @@ PROJECT_DIR=${RAYBAKE_PROJECT_DIR:-$PWD}
 log() { printf 'raybake py-executable: %s\n' "$*" >&2; }
 die() { log "$@"; exit 1; }
 
+if [ -z "$ROOT" ]; then
+    # A per-user cache directory: never a shared one such as /tmp, where
+    # another user could plant an interpreter under the key.
+    case ${XDG_CACHE_HOME:-} in
+        /*) ROOT=$XDG_CACHE_HOME/raybake-envs ;;
+        *) [ -n "${HOME:-}" ] ||
+               die "neither RAYBAKE_ENV_ROOT, XDG_CACHE_HOME nor HOME is set; fix: set RAYBAKE_ENV_ROOT to a node-local directory only this user can write"
+           ROOT=$HOME/.cache/raybake-envs ;;
+    esac
+fi
 case $ROOT in
     /*) ;;
-    '') die "RAYBAKE_ENV_ROOT is empty" ;;
     *) ROOT=$PWD/$ROOT ;;
 esac
 ENV_DIR=$ROOT/$KEY
 VENV=$ENV_DIR/venv
 MARKER=$ENV_DIR/.raybake-done
 LOCK=$ROOT/$KEY.lock
+FIX_ROOT="set RAYBAKE_ENV_ROOT to a directory only this user can write (the default, \$XDG_CACHE_HOME/raybake-envs or ~/.cache/raybake-envs, is created with mode 0700)"
 
 # The environment is keyed by the uv.lock this script was generated from: a
 # working_dir with another lock would get an environment that does not match it.
@@ -47,14 +62,60 @@ found=${found%% *}
 [ "$found" = "$LOCK_SHA256" ] ||
     die "$PROJECT_DIR/uv.lock is not the lock this wrapper was generated from (sha256 $found, expected $LOCK_SHA256); fix: run \`raybake py-executable\` again and ship the new wrapper with the project"
 
+ME=$(id -u) || die "cannot tell this user's id (id from coreutils is needed)"
+
+# "uid mode" of $1 (following a symlink: what counts is where it leads).
+owner_mode() {
+    info=$(stat -L -c '%u %a' -- "$1" 2>/dev/null) || die "cannot inspect $1 (stat from coreutils is needed)"
+    owner=${info% *}
+    mode=${info#* }
+}
+
+# Dies unless $1 ($2 names it) belongs to this user and no one else may write it.
+mine() {
+    owner_mode "$1"
+    [ "$owner" = "$ME" ] ||
+        die "refusing to use $2 $1: it belongs to uid $owner, not to this user (uid $ME), who could plant an interpreter there; fix: $3"
+    case $mode in
+        *[2367]? | *[2367])
+            die "refusing to use $2 $1: other users may write it (mode $mode) and could plant an interpreter there; fix: $3" ;;
+    esac
+}
+
+# The root must be safe, and so must every directory above it: whoever may
+# rename the root (or an ancestor) could put another in its place. Ancestors
+# may be root's, and writable by others when sticky (like /tmp).
+check_root() {
+    mine "$ROOT" "the environment root" "$FIX_ROOT, or \`chmod go-w $ROOT\` if it is yours"
+    dir=$ROOT
+    while [ -n "$dir" ] && [ "$dir" != / ]; do
+        dir=${dir%/*}
+        [ -n "$dir" ] || dir=/
+        owner_mode "$dir"
+        [ "$owner" = 0 ] || [ "$owner" = "$ME" ] ||
+            die "refusing to use the environment root $ROOT: $dir above it belongs to uid $owner, who could replace it; fix: $FIX_ROOT"
+        case $mode in
+            [1357]???) ;;
+            *[2367]? | *[2367])
+                die "refusing to use the environment root $ROOT: other users may write $dir above it (mode $mode, not sticky) and could replace it; fix: $FIX_ROOT" ;;
+        esac
+    done
+}
+
 is_done() {
-    [ -x "$VENV/bin/python" ] && [ -f "$MARKER" ] && IFS= read -r done_key <"$MARKER" &&
-        [ "$done_key" = "$KEY" ]
+    [ -f "$MARKER" ] || return 1
+    fix="remove $ENV_DIR (this user did not make it), or $FIX_ROOT"
+    mine "$ENV_DIR" "the environment" "$fix"
+    mine "$MARKER" "the done marker" "$fix"
+    IFS= read -r done_key <"$MARKER" && [ "$done_key" = "$KEY" ] && [ -x "$VENV/bin/python" ]
 }
 
 # Fast path: installed on this node already.
-if is_done; then
-    exec "$VENV/bin/python" "$@"
+if [ -d "$ROOT" ]; then
+    check_root
+    if is_done; then
+        exec "$VENV/bin/python" "$@"
+    fi
 fi
 
 case $TIMEOUT in
@@ -62,8 +123,9 @@ case $TIMEOUT in
 esac
 command -v flock >/dev/null 2>&1 ||
     die "flock is not installed on this node; fix: install util-linux (Debian/Ubuntu: apt-get install util-linux)"
-mkdir -p "$ROOT" || die "cannot create $ROOT; fix: set RAYBAKE_ENV_ROOT to a writable node-local directory"
-(: >>"$LOCK") 2>/dev/null || die "cannot open the lock file $LOCK for writing; fix: set RAYBAKE_ENV_ROOT to a writable node-local directory"
+(umask 077 && mkdir -p -- "$ROOT") || die "cannot create $ROOT; fix: $FIX_ROOT"
+check_root
+(umask 077 && : >>"$LOCK") 2>/dev/null || die "cannot open the lock file $LOCK for writing; fix: $FIX_ROOT"
 exec 9>>"$LOCK"
 
 # Whoever is installing holds the lock; uv inherits it, so it is held until
@@ -82,17 +144,22 @@ fi
 if ! is_done; then
     command -v "$UV" >/dev/null 2>&1 ||
         die "uv not found ('$UV'); fix: install uv on every node, or set RAYBAKE_UV to its path"
-    # Left over by a killed or failed installer: venvs are not relocatable, so
-    # uv always installs into this fixed path, starting from nothing.
-    rm -rf "$VENV" "$MARKER" "$MARKER".tmp.* || die "cannot remove the partial environment $VENV"
-    mkdir -p "$ENV_DIR" || die "cannot create $ENV_DIR"
+    # Left over by a killed or failed installer (none runs: we hold the lock).
+    rm -rf -- "$ENV_DIR" "$ROOT/.$KEY".tmp.* || die "cannot remove the partial environment under $ROOT"
+    TMP=$(mktemp -d "$ROOT/.$KEY.tmp.XXXXXX") || die "cannot create a temporary directory in $ROOT"
     log "installing $KEY into $VENV (uv sync @SYNC_ARGS_DOC@ in $PROJECT_DIR)"
-    (cd "$PROJECT_DIR" && UV_PROJECT_ENVIRONMENT=$VENV exec "$UV" sync @SYNC_ARGS@) >&2
+    # Relocatable (relative script shebangs): it is built under $TMP, then renamed.
+    (cd "$PROJECT_DIR" && exec "$UV" venv --quiet --relocatable @VENV_ARGS@ "$TMP/venv") >&2 &&
+        (cd "$PROJECT_DIR" && UV_PROJECT_ENVIRONMENT=$TMP/venv exec "$UV" sync @SYNC_ARGS@) >&2
     rc=$?
-    [ "$rc" -eq 0 ] ||
-        die "uv sync failed (exit $rc) in $PROJECT_DIR; nothing was marked installed, the next worker retries"
-    [ -x "$VENV/bin/python" ] || die "uv sync succeeded but $VENV/bin/python is missing"
-    printf '%s\n' "$KEY" >"$MARKER.tmp.$$" && mv -f "$MARKER.tmp.$$" "$MARKER" ||
+    if [ "$rc" -ne 0 ]; then
+        rm -rf -- "$TMP"
+        die "uv failed (exit $rc) in $PROJECT_DIR; nothing was installed, the next worker retries"
+    fi
+    [ -x "$TMP/venv/bin/python" ] || die "uv sync succeeded but $TMP/venv/bin/python is missing"
+    # The rename publishes the complete environment; the marker comes last.
+    mv -T -- "$TMP" "$ENV_DIR" || die "cannot move the new environment into place at $ENV_DIR"
+    (umask 077 && printf '%s\n' "$KEY" >"$MARKER.tmp.$$") && mv -f -- "$MARKER.tmp.$$" "$MARKER" ||
         die "cannot write the done marker $MARKER"
     log "installed $KEY"
 fi
