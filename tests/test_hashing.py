@@ -89,6 +89,8 @@ SPEC_CHANGES = {
     "apt_packages": "apt_packages: [git]\n",
     "env": "env:\n  A: b\n",
     "heavy_packages": "heavy_packages: [six]\n",
+    "package": "package: small\n",
+    "all_packages": "all_packages: true\n",
 }
 SPEC_NEUTRAL = {
     "repository": "repository: other/name\n",
@@ -97,6 +99,30 @@ SPEC_NEUTRAL = {
     "index_secrets": "index_secrets: [UV_INDEX_CORP_PASSWORD]\n",
     "import_skip": "import_skip: [six]\n",
 }
+
+
+def test_every_spec_field_is_classified_and_tested():
+    """A new spec field must say whether it is hashed, and be tested for it here."""
+    from raybake.spec import FIELDS, PROJECT_FIELDS
+
+    by_role = {role: {k for k, f in FIELDS.items() if f.role == role} for role in ("hashed", "neutral", "project")}
+    assert by_role["hashed"] == set(SPEC_CHANGES)
+    assert by_role["neutral"] == set(SPEC_NEUTRAL)
+    assert by_role["project"] == set(PROJECT_FIELDS) and set().union(*by_role.values()) == set(FIELDS)
+
+
+def test_layer_split_rules_are_part_of_the_tag(copy_fixture, monkeypatch):
+    from raybake import layers, plan
+
+    root = copy_fixture("small")
+    before = reference(root)
+    monkeypatch.setattr(layers, "HEAVY_FLOOR", layers.HEAVY_FLOOR * 2)
+    plan.template_digest.cache_clear()
+    try:
+        assert reference(root) != before
+    finally:
+        monkeypatch.undo()
+        plan.template_digest.cache_clear()
 
 
 def tag_of(ref: str) -> str:
@@ -116,7 +142,8 @@ def test_tag_changes_with_spec_fields(copy_fixture, line):
 @pytest.mark.parametrize("line", SPEC_NEUTRAL.values(), ids=SPEC_NEUTRAL.keys())
 def test_tag_ignores_where_and_how_it_is_built(copy_fixture, line):
     root = copy_fixture("small")
-    (root / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    system = Path("/etc/ssl/certs/ca-certificates.crt").read_text()  # a real certificate: ca_bundle must be one
+    (root / "ca.pem").write_text(system[:system.index("-----END CERTIFICATE-----")] + "-----END CERTIFICATE-----\n")
     (root / "images").mkdir()
     (root / "images/default.yaml").write_text("")
     before = reference(root)

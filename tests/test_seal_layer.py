@@ -7,7 +7,7 @@ from pathlib import Path
 
 import raybake
 
-SCRIPT = Path(raybake.__file__).parent / "templates" / "seal_layer.py"
+SCRIPT = Path(raybake.__file__).parent / "templates" / "in_image" / "seal_layer.py"
 spec = importlib.util.spec_from_file_location("seal_layer", SCRIPT)
 seal_layer = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(seal_layer)

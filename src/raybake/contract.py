@@ -5,6 +5,9 @@ head rely on them. tests/test_contract.py checks them against Dockerfile.base.""
 
 from __future__ import annotations
 
+from functools import cache
+from importlib.resources import files
+
 VENV = "/opt/venv"
 VENV_BIN = f"{VENV}/bin"
 VENV_PYTHON = f"{VENV_BIN}/python"
@@ -29,3 +32,14 @@ LABEL_INPUT_HASH = f"{LABEL_PREFIX}.input-hash"
 LABEL_SPEC = f"{LABEL_PREFIX}.spec"
 LABEL_PROJECT = f"{LABEL_PREFIX}.project"
 LABEL_VERSION = f"{LABEL_PREFIX}.version"
+# X.Y.Z of the image's interpreter: job configs compare it with the client's Python.
+LABEL_PYTHON = f"{LABEL_PREFIX}.python"
+
+# Scripts raybake runs inside images, kept together in src/raybake/templates/in_image/.
+PROBE_SCRIPT = "probe.py"  # verification: reports the environment (raybake.verify)
+SEAL_SCRIPT = "seal_layer.py"  # after each dependency install: byte-compile, fix file times
+
+
+@cache
+def in_image_source(name: str) -> str:
+    return files("raybake").joinpath("templates", "in_image", name).read_text(encoding="utf-8")

@@ -31,7 +31,7 @@ SOURCE_DATE_EPOCH = 0  # fixed, for reproducible digests
 # Like a secret it never reaches a layer, the image config or the tag.
 CA_CONTEXT = "ca"
 CA_FILE = "ca.pem"
-SEAL_SCRIPT = "raybake/seal_layer.py"  # context path; run after each dependency install
+SEAL_SCRIPT = f"raybake/{contract.SEAL_SCRIPT}"  # context path; run after each dependency install
 # Bump when render() changes what it emits for the same plan: it is hashed.
 TEMPLATE_VERSION = 5
 
@@ -42,15 +42,10 @@ def base_dockerfile() -> str:
 
 
 @cache
-def seal_script() -> str:
-    return files("raybake").joinpath("templates/seal_layer.py").read_text(encoding="utf-8")
-
-
-@cache
 def template_digest() -> str:
     h = hashlib.sha256(f"raybake-template-{TEMPLATE_VERSION}\n{layer_rules()}\n".encode())
     h.update(base_dockerfile().encode())
-    h.update(seal_script().encode())
+    h.update(contract.in_image_source(contract.SEAL_SCRIPT).encode())
     return h.hexdigest()
 
 
@@ -251,7 +246,7 @@ def plan_build(project: Project, identity: ImageIdentity, *, requirements: str, 
     context += [ContextFile(f"{p.path}/pyproject.toml", f"{p.path}/pyproject.toml")
                 for p in project.local_packages if p.pyproject]
     context += [ContextFile(a.path, a.path) for a in project.path_artifacts]
-    generated = [GeneratedFile(SEAL_SCRIPT, seal_script())]
+    generated = [GeneratedFile(SEAL_SCRIPT, contract.in_image_source(contract.SEAL_SCRIPT))]
     layers: list[PinnedLayer | SyncLayer] = []
     if can_split(project.pyproject):
         for name, packages, text in pinned_layers(requirements, package_sizes(lock, spec.platform),
@@ -278,6 +273,7 @@ def plan_build(project: Project, identity: ImageIdentity, *, requirements: str, 
         labels=((contract.LABEL_INPUT_HASH, identity.input_hash.hexdigest),
                 (contract.LABEL_SPEC, spec.name),
                 (contract.LABEL_PROJECT, project.name),
-                (contract.LABEL_VERSION, __version__)),
+                (contract.LABEL_VERSION, __version__),
+                (contract.LABEL_PYTHON, python)),
         generated_files=tuple(generated),
     )

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from raybake.errors import SpecError
 from raybake.project import Project
@@ -40,6 +40,10 @@ _REPOSITORY = re.compile(
 
 @dataclass(frozen=True)
 class FieldDoc:
+    # "hashed": decides the image, part of the tag (raybake.hashing); "neutral":
+    # where or how it is built or checked, never hashed; "project": project-wide
+    # ([tool.raybake] only), not an image field. tests/test_hashing.py checks each.
+    role: Literal["hashed", "neutral", "project"]
     type: type  # str, bool, int, list (of str) or dict (str -> str)
     help: str
 
@@ -48,27 +52,31 @@ class FieldDoc:
 # rather than with pydantic: its import alone costs more than raybake's whole
 # 0.5 s budget for an up-to-date `raybake build`.
 FIELDS: dict[str, FieldDoc] = {
-    "repository": FieldDoc(str, "image repository; default: the project name"),
-    "base_image": FieldDoc(str, "image with an OS and a Python; default: python:<python>-slim-bookworm"),
-    "python": FieldDoc(str, 'Python version in the base image, e.g. "3.11"'),
-    "groups": FieldDoc(list, "uv dependency groups to install"),
-    "extras": FieldDoc(list, "project extras to install"),
-    "dev": FieldDoc(bool, "install the dev group too"),
-    "apt_packages": FieldDoc(list, "extra Debian packages"),
-    "env": FieldDoc(dict, "environment variables set in the image"),
-    "platform": FieldDoc(str, "e.g. linux/amd64; default: this machine's"),
-    "network": FieldDoc(str, "build network: default, host or none"),
-    "ca_bundle": FieldDoc(str, "CA bundle for HTTPS through a proxy (bound in for uv only; never in a layer or the tag)"),
-    "index_secrets": FieldDoc(list, "names of environment variables (e.g. UV_INDEX_PRIVATE_PASSWORD) passed to uv as secrets"),
-    "import_skip": FieldDoc(list, "top-level modules `raybake verify` does not import"),
-    "heavy_packages": FieldDoc(list, "packages that get a dependency layer each, lowest (default: wheels of 10 MiB or more in the lock)"),
+    "repository": FieldDoc("neutral", str, "image repository; default: the project name"),
+    "base_image": FieldDoc("hashed", str, "image with an OS and a Python; default: python:<python>-slim-bookworm"),
+    "python": FieldDoc("hashed", str, 'Python version to use from the base image, e.g. "3.11"; default: .python-version, '
+                             "else the base image's own python3 when it satisfies requires-python"),
+    "package": FieldDoc("hashed", str, "workspace member whose dependencies to install (uv's --package); "
+                             "default: the root's, or every member's when the root has none"),
+    "all_packages": FieldDoc("hashed", bool, "install every workspace member's dependencies (uv's --all-packages)"),
+    "groups": FieldDoc("hashed", list, "uv dependency groups to install"),
+    "extras": FieldDoc("hashed", list, "project extras to install"),
+    "dev": FieldDoc("hashed", bool, "install the dev group too"),
+    "apt_packages": FieldDoc("hashed", list, "extra Debian packages"),
+    "env": FieldDoc("hashed", dict, "environment variables set in the image"),
+    "platform": FieldDoc("hashed", str, "e.g. linux/amd64; default: this machine's"),
+    "network": FieldDoc("neutral", str, "build network: default, host or none"),
+    "ca_bundle": FieldDoc("neutral", str, "CA bundle for HTTPS through a proxy (bound in for uv only; never in a layer or the tag)"),
+    "index_secrets": FieldDoc("neutral", list, "names of environment variables (e.g. UV_INDEX_PRIVATE_PASSWORD) passed to uv as secrets"),
+    "import_skip": FieldDoc("neutral", list, "top-level modules `raybake verify` does not import"),
+    "heavy_packages": FieldDoc("hashed", list, "packages that get a dependency layer each, lowest (default: wheels of 10 MiB or more in the lock)"),
     # Project-wide ([tool.raybake]): what `raybake stage` ships as working_dir.
     # Not image inputs, so never hashed.
-    "stage_include": FieldDoc(list, "gitignore-style patterns staged even when excluded (secrets only by exact name)"),
-    "stage_exclude": FieldDoc(list, "gitignore-style patterns left out of the staged working_dir"),
-    "stage_max_mb": FieldDoc(int, "size cap of the staged working_dir in MiB (default 100)"),
+    "stage_include": FieldDoc("project", list, "gitignore-style patterns staged even when excluded (secrets only by exact name)"),
+    "stage_exclude": FieldDoc("project", list, "gitignore-style patterns left out of the staged working_dir"),
+    "stage_max_mb": FieldDoc("project", int, "size cap of the staged working_dir in MiB (default 100)"),
 }
-PROJECT_FIELDS = ("stage_include", "stage_exclude", "stage_max_mb")  # [tool.raybake] only
+PROJECT_FIELDS = tuple(k for k, f in FIELDS.items() if f.role == "project")  # [tool.raybake] only
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "a whole number", list: "a list of strings",
                dict: "a mapping of names to strings"}
 
@@ -81,7 +89,7 @@ class ImageSpec:
     source: str  # where it was defined, for messages
     repository: str
     base_image: str
-    python: str
+    python: str | None  # X.Y or X.Y.Z asked for; None: the base image's own interpreter
     groups: tuple[str, ...] = ()
     extras: tuple[str, ...] = ()
     dev: bool = False
@@ -93,6 +101,8 @@ class ImageSpec:
     index_secrets: tuple[str, ...] = ()
     import_skip: tuple[str, ...] = ()
     heavy_packages: tuple[str, ...] = ()
+    package: str | None = None  # uv --package
+    all_packages: bool = False  # uv --all-packages
 
 
 def host_platform() -> str:
@@ -263,14 +273,41 @@ def _line_of(node: Any, loc: tuple[Any, ...]) -> int | None:
     return line
 
 
-def _default_python(project: Project) -> str | None:
-    if project.python_version_file:
-        m = re.match(r"^(?:cpython-)?(\d+\.\d+)", project.python_version_file)
-        if m:
-            return m.group(1)
-    requires = project.pyproject.get("project", {}).get("requires-python", "")
-    m = re.search(r">=\s*(\d+\.\d+)", requires)
-    return m.group(1) if m else None
+def python_request(project: Project, asked: str | None, source: str) -> str | None:
+    """The Python version a spec asks for: its `python` field, else .python-version.
+    None leaves the choice to the base image (see raybake.planner)."""
+    where = source
+    if not asked and project.python_version_file:
+        asked, where = project.python_version_file, ".python-version"
+    if not asked:
+        return None
+    m = re.match(r"^(?:cpython-|python)?(\d+\.\d+(?:\.\d+)?)$", asked.strip())
+    if not m:
+        raise SpecError(f"{where}: cannot read a Python version from {asked[:40]!r}",
+                        fix='write a version like "3.11" or "3.11.9"')
+    version = m.group(1)
+    requires = project.requires_python
+    if requires:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+        try:
+            spec = SpecifierSet(requires)
+        except InvalidSpecifier:
+            spec = None
+        # X.Y alone: does some X.Y.* satisfy requires-python?
+        candidates = [version] if version.count(".") == 2 else [f"{version}.{p}" for p in range(0, 40)]
+        if spec is not None and not any(spec.contains(c, prereleases=True) for c in candidates):
+            raise SpecError(f"{where}: Python {version} does not satisfy requires-python {requires}",
+                            fix=f"change {where} (or `python:` in the spec) to a version within {requires}")
+    return version
+
+
+def _default_base_python(project: Project, request: str | None) -> str:
+    """The X.Y in the default base image's name, python:X.Y-slim-bookworm."""
+    if request:
+        return ".".join(request.split(".")[:2])
+    m = re.search(r">=\s*(\d+\.\d+)", project.requires_python or "")
+    return m.group(1) if m else "3.12"
 
 
 def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any],
@@ -279,10 +316,7 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
     for var, key in ENV_OVERRIDES.items():
         if environ.get(var):
             fields[key] = environ[var]
-    python = fields.get("python") or _default_python(project)
-    if not python or not re.match(r"^\d+\.\d+$", python):
-        raise SpecError(f"{source}: cannot tell which Python the image needs (got {python!r})",
-                        fix='set `python: "3.11"` in the spec or requires-python = ">=3.11" in pyproject.toml')
+    python = python_request(project, fields.get("python"), source)
     repository = fields.get("repository") or project.name
     if not _REPOSITORY.match(repository):
         raise SpecError(f"{source}: repository {excerpt(repository)} is not a valid image repository",
@@ -312,7 +346,7 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         name=name,
         source=source,
         repository=repository,
-        base_image=fields.get("base_image") or f"python:{python}-slim-bookworm",
+        base_image=fields.get("base_image") or f"python:{_default_base_python(project, python)}-slim-bookworm",
         python=python,
         groups=tuple(sorted(set(fields.get("groups", ())))),
         extras=tuple(sorted(set(fields.get("extras", ())))),
@@ -325,6 +359,8 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         index_secrets=tuple(sorted(set(fields.get("index_secrets", ())))),
         import_skip=tuple(sorted(set(fields.get("import_skip", ())))),
         heavy_packages=tuple(sorted(set(fields.get("heavy_packages", ())))),
+        package=_package(project, fields.get("package"), source),
+        all_packages=fields.get("all_packages", False),
     )
 
 
@@ -374,3 +410,14 @@ def _note_ignored_ssl_cert_file(path: str, problem: str) -> None:
         "certificates (%s). If the build needs a proxy CA, set ca_bundle (or RAYBAKE_CA_BUNDLE) to a "
         "file of PEM certificates only.", path, problem)
 
+
+def _package(project: Project, name: str | None, source: str) -> str | None:
+    if not name:
+        return None
+    known = {m.name for m in project.members} | ({project.name} if not project.virtual else set())
+    from packaging.utils import canonicalize_name
+
+    if canonicalize_name(name) not in known:
+        raise SpecError(f"{source}: package {name!r} is not a member of this workspace",
+                        fix=f"set package to one of: {', '.join(sorted(known)) or '(no members)'}")
+    return str(canonicalize_name(name))

@@ -11,7 +11,6 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from importlib.resources import files
 from typing import Any
 
 from packaging.utils import canonicalize_name
@@ -201,7 +200,7 @@ def verify_image(image: str, project: Project, spec: ImageSpec, requirements: st
     locked = sorted(locked_selection(requirements, None))
     args = {"venv": contract.VENV, "locked": locked, "skip": list(spec.import_skip), "timeout": IMPORT_TIMEOUT,
             "jobs": max(2, min(8, (os.cpu_count() or 2) * 2)), "env": sorted(contract.REQUIRED_ENV)}
-    source = files("raybake").joinpath("probe.py").read_text(encoding="utf-8")
+    source = contract.in_image_source(contract.PROBE_SCRIPT)
     code, out, err = docker.run_container(image, [contract.VENV_PYTHON, "-I", "-S", "-c", source, json.dumps(args)])
     if _MARK not in out:
         raise VerificationFailed(
