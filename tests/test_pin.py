@@ -19,7 +19,7 @@ import yaml
 from helpers import billion_laughs, docker, raybake
 
 from raybake.errors import ProjectError
-from raybake.pin import PIN_FILE, compute_pin, pinned_reference, read_pin, render_pin, write_pin
+from raybake.pin import PIN_FILE, compute_pin, pinned_reference, read_pin, render_pin, update_pin
 from raybake.project import load_project
 from raybake.tools.uv import uv_bin
 
@@ -211,9 +211,9 @@ def test_library_api(copy_fixture):
     project = load_project(root)
     images = compute_pin(project)
     assert images == tags(root)
-    assert write_pin(root, images) is True
+    assert update_pin(project).rewritten is True
     mtime = (root / PIN_FILE).stat().st_mtime_ns
-    assert write_pin(root, images) is False and (root / PIN_FILE).stat().st_mtime_ns == mtime
+    assert update_pin(project).rewritten is False and (root / PIN_FILE).stat().st_mtime_ns == mtime
     assert read_pin(root) == images
     assert pinned_reference(root, "default") == images["default"]
     assert pinned_reference(root, "nope") is None

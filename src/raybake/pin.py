@@ -23,13 +23,12 @@ network; only :func:`require_present` asks the image store or a registry."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from raybake.errors import ImageMissing, ProjectError, StaleError
+from raybake.files import atomic_write
 from raybake.project import Project
 
 PIN_FILE = "raybake-pin.json"
@@ -114,11 +113,11 @@ def compute_pin(project: Project, environ: Mapping[str, str] | None = None) -> d
     The lock must be up to date with pyproject.toml first (LockOutOfDate, whose
     fix is `uv lock`): a pin of a stale lock would name an image nobody builds.
     Neither the daemon nor the network is asked."""
-    from raybake.build import plans_for  # imported here: `pinned_reference` stays light
+    from raybake.planner import identities_for  # imported here: `pinned_reference` stays light
     from raybake.tools.uv import lock_check
 
     lock_check(project)
-    return {plan.spec.name: plan.reference for plan in plans_for(project, (), all_specs=True,
+    return {plan.spec.name: plan.reference for plan in identities_for(project, (), all_specs=True,
                                                                   environ=environ)}
 
 
@@ -135,39 +134,10 @@ def _write_atomic(path: Path, text: str) -> None:
     The temporary file lives in the same directory (os.replace is atomic there)
     and is removed whatever happens."""
     try:
-        _replace(path, text.encode("utf-8"))
+        atomic_write(path, text.encode("utf-8"))
     except OSError as exc:
         raise ProjectError(f"cannot write {path}: {exc}",
                            fix=f"make {path.parent} writable (and {path.name} a regular file)") from None
-
-
-def _replace(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode from the umask, like any new file
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            try:
-                os.fchmod(fd, path.stat().st_mode & 0o7777)  # keep an existing pin's mode
-            except FileNotFoundError:
-                pass
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable; best effort
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
 
 
 def _pin_lock(path: Path):
@@ -183,17 +153,6 @@ def _read_text(path: Path) -> str | None:
         return None
     except (OSError, UnicodeDecodeError):
         return ""  # unreadable counts as stale; rewriting it is the fix
-
-
-def write_pin(project_root: Path, images: Mapping[str, str]) -> bool:
-    """Write the pin atomically, only when its content changes; True when it did."""
-    path = pin_path(project_root)
-    text = render_pin(images)
-    with _pin_lock(path):
-        if _read_text(path) == text:
-            return False
-        _write_atomic(path, text)
-        return True
 
 
 @dataclass(frozen=True)
@@ -287,14 +246,13 @@ def require_present(images: Mapping[str, str]) -> None:
 
     An unreachable registry or daemon is an error (RegistryError, EngineError),
     never taken for "absent" or "present"."""
-    from raybake.build import is_registry_repository
+    from raybake.reference import Reference
     from raybake.tools import docker
 
     missing = []
     for name in sorted(images):
         reference = images[name]
-        repository = reference.rsplit(":", 1)[0]  # the tag never holds a ':'; a registry port may
-        if is_registry_repository(repository):
+        if Reference.parse(reference).registry:
             if not docker.registry_has(reference):
                 missing.append(f"{name}: {reference} is not in its registry")
         elif docker.local_image_id(reference) is None:
@@ -307,4 +265,4 @@ def require_present(images: Mapping[str, str]) -> None:
 
 __all__ = ["PIN_FILE", "PIN_VERSION", "ImageMissing", "PinChange", "PinStatus", "compute_pin",
            "diff_pins", "parse_pin", "pin_path", "pinned_reference", "read_pin", "render_pin",
-           "require_present", "stale_error", "update_message", "update_pin", "write_pin"]
+           "require_present", "stale_error", "update_message", "update_pin"]

@@ -22,6 +22,7 @@ from raybake.hashing import InputHash, hash_inputs
 from raybake.layers import can_split, layer_rules, package_sizes, pinned_layers
 from raybake.lockfile import SUPPORTED_LOCK_VERSION, LockFile, lock_header
 from raybake.project import Project
+from raybake.reference import Reference
 from raybake.spec import ImageSpec
 
 SOURCE_DATE_EPOCH = 0  # fixed, for reproducible digests
@@ -59,7 +60,7 @@ class ImageIdentity:
 
     @property
     def tag(self) -> str:
-        return self.reference.rsplit(":", 1)[1]
+        return Reference.parse(self.reference).tag or ""
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from raybake.errors import EngineError
+from raybake.files import atomic_write
 from raybake.lockfile import parse_lock
 from raybake.paths import cache_dir
 from raybake.plan import (BuildPlan, ImageIdentity, identify, local_package_args, plan_build, resolve_python,
@@ -68,13 +70,11 @@ def base_interpreters(base_image: str) -> dict[str, str]:
     return found
 
 
-def _remember(path, value: dict[str, str]) -> None:
+def _remember(path: Path, value: dict[str, str]) -> None:
     """Best effort: an unwritable cache only costs the next run a container."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(value, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(value, sort_keys=True).encode())
     except OSError:
         pass
 

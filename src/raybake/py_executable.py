@@ -17,12 +17,12 @@ import hashlib
 import os
 import re
 import shlex
-import tempfile
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
 from raybake.errors import RaybakeError
+from raybake.files import atomic_write
 from raybake.hashing import canonical_bytes
 from raybake.plan import uv_sync_args
 from raybake.project import Project
@@ -106,25 +106,14 @@ def render_wrapper(project: Project, spec: ImageSpec, *, env_root: str | None = 
 
 
 def write_wrapper(text: str, path: Path) -> Path:
-    """Write ``text`` to ``path`` atomically (a temporary file, then os.replace),
-    mode 0755. Returns the absolute path."""
+    """Write ``text`` to ``path`` atomically, mode 0755. Returns the absolute path."""
     path = Path(path).absolute()
-    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o755)
-        os.replace(tmp, path)
-        tmp = None
+        atomic_write(path, text.encode("utf-8"), mode=0o755)
     except OSError as exc:
         raise RaybakeError(f"cannot write the py_executable wrapper {path}: {exc.strerror or exc}",
                            fix="pass --out with a path in a writable directory") from exc
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
     return path
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from pathspec import GitIgnoreSpec
 
 from raybake.errors import SpecError, StageError
+from raybake.progress import format_size
 from raybake.project import Project, load_project
 
 DEFAULT_MAX_MB = 100
@@ -156,12 +157,12 @@ def stage_project(project: Project, out: Path) -> StagedTree:
                         fix="set stage_max_mb to the largest working_dir you accept, in MiB (default 100)")
     return stage_tree(project.root, out, include=config.get("stage_include", ()),
                       exclude=config.get("stage_exclude", ()), max_bytes=max_mb * 2**20,
-                      members=[m.path for m in project.members])
+                      members=[m.path for m in project.members], roots=project.python_roots())
 
 
 def stage_tree(project_root: Path, out: Path, *, include: Sequence[str] = (),
                exclude: Sequence[str] = (), max_bytes: int = DEFAULT_MAX_MB * 2**20,
-               members: Sequence[str] | None = None) -> StagedTree:
+               members: Sequence[str] | None = None, roots: Sequence[str] | None = None) -> StagedTree:
     """Copy the files of ``project_root`` that a worker needs into ``out``.
 
     ``members`` are the workspace members' relative paths (default: read from
@@ -170,13 +171,15 @@ def stage_tree(project_root: Path, out: Path, *, include: Sequence[str] = (),
     raybake's to replace."""
     root = os.path.realpath(project_root)
     out = Path(os.path.abspath(out))
-    if members is None:
-        members = [m.path for m in load_project(Path(root)).members]
+    if members is None or roots is None:
+        project = load_project(Path(root))
+        members = [m.path for m in project.members] if members is None else members
+        roots = project.python_roots() if roots is None else roots
     _check_out(out, root)
     rules = _Rules(root, include=include, exclude=exclude, members=members)
     files = sorted(rules.walk(), key=lambda f: f.rel)
     _check_size(files, max_bytes)
-    return _publish(root, files, out, members)
+    return _publish(root, files, out, roots)
 
 
 def _check_out(out: Path, root: str) -> None:
@@ -379,14 +382,6 @@ def _include_prefixes(patterns: Sequence[str]) -> tuple[tuple[tuple[str, ...], b
     return tuple(found)
 
 
-def format_size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def _check_size(files: Sequence[_File], max_bytes: int) -> None:
     total = sum(f.size for f in files)
     if total <= max_bytes:
@@ -410,13 +405,12 @@ def _check_size(files: Sequence[_File], max_bytes: int) -> None:
                          "to stage_exclude in [tool.raybake]; or raise stage_max_mb there")
 
 
-def _python_path(files: Sequence[str], members: Sequence[str]) -> tuple[str, ...]:
-    """``src`` and each member's ``<member>/src`` that the staged tree holds."""
-    candidates = ["src", *(f"{m}/src" for m in members)]
-    return tuple(c for c in candidates if any(f.startswith(c + "/") for f in files))
+def _python_path(files: Sequence[str], roots: Sequence[str]) -> tuple[str, ...]:
+    """The project's import roots (Project.python_roots) that the staged tree holds."""
+    return tuple(r for r in roots if any(f.startswith(r + "/") for f in files))
 
 
-def _publish(root: str, files: Sequence[_File], out: Path, members: Sequence[str]) -> StagedTree:
+def _publish(root: str, files: Sequence[_File], out: Path, roots: Sequence[str]) -> StagedTree:
     """Copy into a temporary sibling of ``out``, then rename it into place."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -447,7 +441,7 @@ def _publish(root: str, files: Sequence[_File], out: Path, members: Sequence[str
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return StagedTree(path=out, files=copied.files, total_bytes=copied.total_bytes,
-                      content_hash=copied.content_hash, python_path=_python_path(copied.files, members),
+                      content_hash=copied.content_hash, python_path=_python_path(copied.files, roots),
                       withheld=copied.withheld)
 
 

@@ -13,7 +13,8 @@ def stage(out: Path | None, project_dir: Path) -> None:
     unless [tool.raybake] stage_include names them."""
     from raybake.paths import cache_dir
     from raybake.project import load_project
-    from raybake.stage import format_size, stage_project
+    from raybake.progress import format_size
+    from raybake.stage import stage_project
 
     project = load_project(project_dir)
     # `_tree`, not a spec name: job-config stages into stage/<project>/<spec>.

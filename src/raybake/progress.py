@@ -1,0 +1,27 @@
+"""Progress: what long work tells the user, and how sizes are written.
+
+The library reports through a Reporter; the CLI's prints (raybake.console).
+Modules that report progress import this, never the executor."""
+
+from __future__ import annotations
+
+
+class Reporter:
+    """Where progress goes. The default says nothing; the CLI prints."""
+
+    def step(self, message: str) -> None: ...
+
+    def build_line(self, line: str) -> None: ...
+
+    def job_line(self, line: str) -> None: ...
+
+
+def format_size(n: float | None) -> str:
+    """Sizes as raybake prints them everywhere: binary units (the stage cap is in MiB)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
