@@ -1,9 +1,9 @@
-"""Dockerfile.base builds on the real engine and gives Python, uv and pip."""
+"""Dockerfile.base builds on the real engine and gives Python, uv and pip
+(the template itself is checked against raybake.contract in test_contract.py)."""
 
 import pytest
 from conftest import REPO
 
-from raybake.plan import template_digest  # noqa: F401 (the packaged template is the repo's file)
 from raybake.tools import docker as engine_docker
 from raybake.tools.docker import BuildRequest, build_image
 from raybake.tools.uv import uv_bin, uv_version
