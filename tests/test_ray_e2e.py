@@ -84,3 +84,56 @@ def test_a_failed_job_fails_the_command_without_pointing_at_the_stopped_head(exa
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "ended FAILED" in proc.stderr and "has been stopped" in proc.stderr
     assert "ray job logs" not in proc.stderr
+
+
+SPREAD = '''\
+"""Several actors on every node: where each runs, with which Python, and a project function's result."""
+import json
+import sys
+
+import ray
+
+ray.init()
+names = sorted({k for n in ray.nodes() if n["Alive"] for k in n["Resources"] if k.startswith("node_")})
+
+
+@ray.remote(num_cpus=0)
+class Probe:
+    def report(self):
+        import pandas
+        import ray_app.stats
+
+        return {"node": ray.get_runtime_context().get_node_id(), "python": sys.executable,
+                "pandas": pandas.__file__, "project": ray_app.stats.__file__,
+                "summary": ray_app.stats.summarize([1.0, 2.0, 3.0])}
+
+
+actors = [Probe.options(resources={name: 1}).remote() for name in names for _ in range(ACTORS)]
+print("SPREAD " + json.dumps({"resources": names, "reports": ray.get([a.report.remote() for a in actors])}))
+'''
+
+
+def test_multi_node_cluster_runs_image_environment_and_working_dir_on_every_node(example):
+    """A head and two worker containers of the image; actors pinned to each node by its resource."""
+    import json
+
+    from raybake.localcluster import local_cluster
+    from raybake.tools.ray import submit_and_follow
+
+    root, env = example
+    (root / "spread.py").write_text(SPREAD.replace("ACTORS)", "2)"))
+    image = raybake("tag", "-C", str(root), env=env).stdout.strip().splitlines()[-1]
+    config = json.loads(raybake("job-config", "-C", str(root), "--entrypoint", "python spread.py", env=env).stdout)
+    lines: list[str] = []
+    with local_cluster(image, workers=2, cpus_per_node=1) as cluster:
+        assert cluster.nodes == 3
+        submit_and_follow(cluster.address, entrypoint=config["entrypoint"], runtime_env=config["runtime_env"],
+                          metadata={}, on_log=lines.append, head_outlives_job=False)
+    result = json.loads(next(line.split(" ", 1)[1] for line in lines if line.startswith("SPREAD ")))
+    assert result["resources"] == ["node_0", "node_1", "node_2"]
+    reports = result["reports"]
+    assert len(reports) == 6 and len({r["node"] for r in reports}) == 3  # two actors on each node
+    for r in reports:
+        assert r["python"] == "/opt/venv/bin/python" and r["pandas"].startswith("/opt/venv/")
+        assert "/runtime_resources/working_dir_files/" in r["project"], r["project"]
+        assert r["summary"] == {"count": 3.0, "mean": 2.0, "max": 3.0}

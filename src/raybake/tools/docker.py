@@ -371,10 +371,13 @@ def run_container(image: str, command: list[str], *, network: str = "none",
 
 
 def run_detached(image: str, command: list[str], *, name: str, network: str = "host",
-                 shm_size: str = "2g") -> str:
-    """Start a long-running container; return its ID."""
+                 shm_size: str = "2g", env: Mapping[str, str] | None = None,
+                 mounts: tuple[tuple[Path, str], ...] = ()) -> str:
+    """Start a long-running container; return its ID. ``mounts``: (host path,
+    container path) pairs, read-only."""
     container = _call(_client().container.run, image, command[1:], entrypoint=command[0], detach=True,
-                      name=name, networks=[network], shm_size=shm_size, remove=False)
+                      name=name, networks=[network], shm_size=shm_size, remove=False, envs=dict(env or {}),
+                      volumes=[(str(h), c, "ro") for h, c in mounts])
     return container.id
 
 

@@ -46,6 +46,16 @@ def wait_for_dashboard(address: str, *, timeout: float, is_alive: Callable[[], b
     raise ToolError(f"the Ray dashboard at {address} did not answer within {timeout:.0f} s ({last})")
 
 
+def alive_nodes(address: str) -> int:
+    """How many nodes of the cluster behind the dashboard ``address`` are alive (0 while it cannot say)."""
+    try:
+        with urllib.request.urlopen(f"{address}/api/v0/nodes?limit=1000", timeout=5) as resp:
+            nodes = json.loads(resp.read())["data"]["result"]["result"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+        return 0
+    return sum(1 for node in nodes if node.get("state") == "ALIVE")
+
+
 def submit_and_follow(address: str, *, entrypoint: str, runtime_env: Mapping[str, Any],
                       metadata: Mapping[str, str], on_log: Callable[[str], None],
                       head_outlives_job: bool = True) -> str:
