@@ -35,6 +35,8 @@ class RealProject:
 
 RAY_APPS = [
     RealProject("lance-ray", ".", "raybake-smoke lance_ray 0.0.1 rows=3"),
+    # jaxlib 0.5.3: a 105 MB wheel; wandb brings GitPython into the lock.
+    RealProject("levanter", ".", "raybake-smoke levanter 1.2 dot=14"),
 ]
 PLAIN = [
     RealProject("postmodern-mono", ".", "raybake-smoke postmodern ok"),
