@@ -25,6 +25,7 @@ ENGINE_UP = REPO / "buildkit" / "engine-up"
 class Engine:
     registry: str  # host:port on 127.0.0.1
     base_image: str
+    nonroot_base_image: str  # runs as `ray` (uid 1000), like rayproject/ray
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for raybake runs against this engine."""
@@ -45,7 +46,8 @@ def engine() -> Engine:
         _unavailable(proc.stderr.strip())
     state = Path(os.environ.get("RAYBAKE_ENGINE_STATE", "/var/tmp/raybake-engine")) / "engine.env"
     values = dict(line.split("=", 1) for line in state.read_text().split() if "=" in line)
-    return Engine(registry=values["RAYBAKE_TEST_REGISTRY"], base_image=values["RAYBAKE_TEST_BASE_IMAGE"])
+    return Engine(registry=values["RAYBAKE_TEST_REGISTRY"], base_image=values["RAYBAKE_TEST_BASE_IMAGE"],
+                  nonroot_base_image=values["RAYBAKE_TEST_NONROOT_BASE_IMAGE"])
 
 
 @pytest.fixture(autouse=True)

@@ -25,11 +25,11 @@ CASES = {
 }
 
 
-def recipe(project, spec, python="3.11.2"):
-    """The plan as built, with the base image's Python given (no daemon)."""
+def recipe(project, spec, python="3.11.2", user="root"):
+    """The plan as built, with the base image's Python and user given (no daemon)."""
     return plan_build(project, identify(project, spec, uv_version="0.0.0"),
                       requirements=spec_requirements(project, spec), lock=parse_lock(project.lock_bytes),
-                      python=python)
+                      python=python, user=user)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -100,6 +100,15 @@ def test_optional_dependencies_outside_the_lock_are_notes(small, module, result,
     assert findings == [] and any(note in n for n in notes)
 
 
+def test_a_program_the_image_lacks_is_a_note(small):
+    """GitPython (through wandb) refuses to import without git; the package is intact."""
+    project, spec = small
+    over = {"imports": {"six": {"ok": True}, "git": {"ok": False, "type": "ImportError", "missing": None,
+                                                     "message": "Failed to initialize: Bad git executable."}}}
+    findings, notes = compare(project, spec, REQS, probe(**over))
+    assert findings == [] and "needs the program `git`" in notes[0] and "apt_packages" in notes[0]
+
+
 def test_a_missing_module_that_the_environment_provides_is_a_failure(small):
     """Not an optional dependency: six is installed, so failing to find it is breakage."""
     project, spec = small

@@ -6,23 +6,35 @@ apt packages, environment variables, the dependency layers, labels."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
-from raybake.plan import CA_CONTEXT, CA_FILE, SEAL_SCRIPT, PROJECT_DIR, BuildPlan, PinnedLayer, SyncLayer, base_dockerfile
-
-UV_CACHE = "/root/.cache/uv"
-VENV_PYTHON = "/opt/venv/bin/python"
+from raybake.contract import PROJECT_DIR, UV_CACHE, VENV_PYTHON
+from raybake.plan import CA_CONTEXT, CA_FILE, SEAL_SCRIPT, BuildPlan, PinnedLayer, SyncLayer, base_dockerfile
 
 
 def render(plan: BuildPlan) -> str:
-    parts = [base_dockerfile().rstrip("\n"), "", "# ---- raybake: generated from the image spec below this line ----"]
+    parts = [_with_defaults(base_dockerfile().rstrip("\n"), dict(plan.build_args)), "",
+             "# ---- raybake: generated from the image spec below this line ----"]
     if plan.apt_packages:
         parts.append(_apt_layer(plan.apt_packages))
     if plan.env:
         parts.append("ENV " + " \\\n    ".join(f"{k}={env_value(v)}" for k, v in plan.env))
     parts += [_dep_layer(plan, layer) for layer in plan.dep_layers]
+    if plan.user != "root":
+        parts.append(f"USER {plan.user}")
     parts.append("LABEL " + " \\\n      ".join(f"{k}={json.dumps(v)}" for k, v in plan.labels))
     return "\n".join(parts) + "\n"
+
+
+def _with_defaults(text: str, build_args: dict[str, str]) -> str:
+    """The base template with its ARG defaults set to the plan's values: the
+    Dockerfile printed is the one built (resolved base image and Python)."""
+    def arg(m: re.Match[str]) -> str:
+        name = m.group(1)
+        return f"ARG {name}={build_args[name]}" if name in build_args else m.group(0)
+
+    return re.sub(r"^ARG ([A-Z_]+)=.*$", arg, text, flags=re.M)
 
 
 def env_value(value: str) -> str:
@@ -63,7 +75,9 @@ def _uv_step(plan: BuildPlan, binds: tuple[str, ...], command: str) -> str:
     # PYTHONDONTWRITEBYTECODE: raybake's own Python runs must not leave stdlib .pyc files.
     script.append(f"start=$(PYTHONDONTWRITEBYTECODE=1 {VENV_PYTHON} -c 'import time; print(time.time())')")
     # The image's UV_COMPILE_BYTECODE=1 would make uv recompile everything.
-    script.append(f"cd {PROJECT_DIR} && UV_COMPILE_BYTECODE=0 {command}")
+    # UV_CACHE_DIR: the cache mount, whatever HOME the base sets (rayproject/ray: /home/ray),
+    # so no cache lands in the layer.
+    script.append(f"cd {PROJECT_DIR} && UV_COMPILE_BYTECODE=0 UV_CACHE_DIR={UV_CACHE} {command}")
     script.append(f'SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 {VENV_PYTHON} '
                   f'{PROJECT_DIR}/{SEAL_SCRIPT} "$start"')
     return "RUN " + " \\\n    ".join(mounts) + " \\\n    " + " \\\n && ".join(script)

@@ -103,6 +103,7 @@ class BuildPlan:
 
     identity: ImageIdentity
     python: str  # X.Y.Z of the base image's interpreter the venv is made from
+    user: str  # the base image's user, restored at the end ("root" when it has none)
     requirements: str  # `uv export` of the spec's selection (with hashes); verification reads it too
     apt_packages: tuple[str, ...]
     env: tuple[tuple[str, str], ...]
@@ -239,7 +240,7 @@ def resolve_python(spec: ImageSpec, requires_python: str | None, interpreters: d
 # ---- the recipe ----
 
 def plan_build(project: Project, identity: ImageIdentity, *, requirements: str, lock: LockFile,
-               python: str) -> BuildPlan:
+               python: str, user: str = "root") -> BuildPlan:
     """The whole recipe of an image. ``requirements`` is `uv export --frozen`
     (with hashes) of the spec's selection; ``python`` the base image's X.Y.Z."""
     spec = identity.spec
@@ -262,6 +263,7 @@ def plan_build(project: Project, identity: ImageIdentity, *, requirements: str, 
     return BuildPlan(
         identity=identity,
         python=python,
+        user=user or "root",
         requirements=requirements,
         apt_packages=tuple(sorted(apt)),
         env=spec.env,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from raybake.errors import EngineError
@@ -28,8 +29,16 @@ from raybake.tools.uv import (export_requirements, lock_check_args, lock_memo, l
 
 # Every pythonX.Y a base image may carry, and its default python3.
 _PYTHON_NAMES = ("python3", *(f"python3.{minor}" for minor in range(8, 16)))
-_FIND_PYTHONS = ("for n in " + " ".join(_PYTHON_NAMES) + "; do p=$(command -v $n) && "
-                 "\"$p\" -c 'import platform, sys; print(sys.argv[1], platform.python_version())' $n; done; true")
+# Runs as the base's own user: its name is the user raybake's image switches back to.
+_BASE_FACTS = ("echo \"user $(id -un 2>/dev/null || id -u)\"; for n in " + " ".join(_PYTHON_NAMES)
+               + "; do p=$(command -v $n) && "
+               "\"$p\" -c 'import platform, sys; print(sys.argv[1], platform.python_version())' $n; done; true")
+
+
+@dataclass(frozen=True)
+class BaseFacts:
+    pythons: dict[str, str]  # {command: X.Y.Z} of the Pythons on the base image's PATH
+    user: str  # the user the base image runs as
 
 
 def identities_for(project: Project, names: tuple[str, ...] = (), *, all_specs: bool = False,
@@ -47,30 +56,33 @@ def spec_requirements(project: Project, spec: ImageSpec) -> str:
 
 def make_plan(project: Project, identity: ImageIdentity) -> BuildPlan:
     spec = identity.spec
-    python = resolve_python(spec, project.requires_python, base_interpreters(spec.base_image))
+    base = base_facts(spec.base_image)
+    python = resolve_python(spec, project.requires_python, base.pythons)
     return plan_build(project, identity, requirements=spec_requirements(project, spec),
-                      lock=parse_lock(project.lock_bytes, str(project.root / "uv.lock")), python=python)
+                      lock=parse_lock(project.lock_bytes, str(project.root / "uv.lock")), python=python,
+                      user=base.user)
 
 
-def base_interpreters(base_image: str) -> dict[str, str]:
-    """{command: X.Y.Z} of the Pythons on the base image's PATH."""
+def base_facts(base_image: str) -> BaseFacts:
+    """The base image's Pythons and user, from one throwaway container (remembered by image ID)."""
     from raybake.tools import docker
 
     image_id = docker.local_image_id(base_image) or docker.pull(base_image)
-    memo = cache_dir() / "base-pythons" / f"{image_id.replace(':', '-')}.json"
+    memo = cache_dir() / "base-facts" / f"{image_id.replace(':', '-')}.json"
     if memo.is_file():
-        return json.loads(memo.read_text())
-    code, out, err = docker.run_container(base_image, ["sh", "-c", _FIND_PYTHONS])
+        return BaseFacts(**json.loads(memo.read_text()))
+    code, out, err = docker.run_container(base_image, ["sh", "-c", _BASE_FACTS])
     if code != 0:
         raise EngineError(f"could not look for Python in the base image {base_image} (exit {code}):\n"
                           f"{(err or out).strip()[-600:]}",
                           fix="check that the base image has a shell (sh) and runs on this machine's platform")
-    found = dict(line.split(" ", 1) for line in out.splitlines() if line.startswith("python3"))
-    _remember(memo, found)
-    return found
+    lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    facts = BaseFacts({k: v for k, v in lines.items() if k.startswith("python3")}, lines.get("user") or "root")
+    _remember(memo, {"pythons": facts.pythons, "user": facts.user})
+    return facts
 
 
-def _remember(path: Path, value: dict[str, str]) -> None:
+def _remember(path: Path, value: dict[str, object]) -> None:
     """Best effort: an unwritable cache only costs the next run a container."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

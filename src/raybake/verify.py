@@ -24,6 +24,8 @@ from raybake.spec import ImageSpec
 IMPORT_TIMEOUT = 60
 _MARK = "@@RAYBAKE@@"
 _SHARED_LIBRARY = re.compile(r"([\w.+-]+\.so[\w.]*): cannot open shared object file")
+# GitPython: "Failed to initialize: Bad git executable."
+_PROGRAM = re.compile(r"\bBad (\w[\w.+-]*) executable|\b(\w[\w.+-]*) executable (?:not found|is missing)", re.I)
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,13 @@ def classify_import_failure(module: str, result: dict[str, Any], provided: set[s
         top = missing.split(".")[0]
         if top != module.split(".")[0] and top not in provided:
             return None, f"import {module} needs {top}, which the lock does not hold (an optional dependency)"
+    program = _PROGRAM.search(message) if kind == "ImportError" else None
+    if program:
+        # The package is installed intact; it wants a program at import time (GitPython
+        # through wandb). Whether the job needs it, only the user knows.
+        name = program.group(1) or program.group(2)
+        return None, (f"import {module} needs the program `{name}`, which the image lacks: add the Debian "
+                      f"package that provides it to apt_packages if the job uses {module}")
     library = _SHARED_LIBRARY.search(message)
     if library:
         return (f"import {module}: the shared library {library.group(1)} is missing from the image; "

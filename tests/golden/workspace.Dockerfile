@@ -9,6 +9,10 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 ARG PYTHON_VERSION=3.11
 ARG SOURCE_DATE_EPOCH=0
+# raybake's steps run as root, whatever the base's user (rayproject/ray runs as
+# `ray`, who cannot write /opt); the generated Dockerfile ends by switching back
+# to the base's own user, who reads the environment but cannot change it.
+USER root
 
 # The venv Ray workers run in. uv installs the locked dependencies into it
 # (UV_PROJECT_ENVIRONMENT), never the project: the project ships through
@@ -35,7 +39,7 @@ ENV VIRTUAL_ENV=/opt/venv \
 RUN --mount=type=bind,from=uv,target=/run/raybake-uv \
     command -v "python${PYTHON_VERSION}" >/dev/null \
       || { echo "base image has no python${PYTHON_VERSION}; set python or base_image in the raybake spec" >&2; exit 1; } \
- && export PYTHONDONTWRITEBYTECODE=1 \
+ && export PYTHONDONTWRITEBYTECODE=1 HOME=/root \
  && SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH} "python${PYTHON_VERSION}" -m venv /opt/venv \
  && /opt/venv/bin/python -c "import pip" \
  && rm -rf /root/.cache \
@@ -57,9 +61,10 @@ RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
     --mount=type=bind,from=ca,source=ca.pem,target=/run/raybake-ca/ca.pem \
     if [ -s /run/raybake-ca/ca.pem ]; then export SSL_CERT_FILE=/run/raybake-ca/ca.pem; fi \
  && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
- && cd /opt/project && UV_COMPILE_BYTECODE=0 uv sync --frozen --no-install-project --no-install-workspace --no-dev --no-default-groups \
+ && cd /opt/project && UV_COMPILE_BYTECODE=0 UV_CACHE_DIR=/root/.cache/uv uv sync --frozen --no-install-project --no-install-workspace --no-dev --no-default-groups \
  && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
 LABEL dev.raybake.input-hash="<hash>" \
       dev.raybake.spec="default" \
       dev.raybake.project="wsroot" \
-      dev.raybake.version="<version>"
+      dev.raybake.version="<version>" \
+      dev.raybake.python="3.11.2"

@@ -213,7 +213,7 @@ def main():
     to_import = sorted({m for n, ms in modules.items() if n in locked for m in ms} - set(args["skip"]))
     with ThreadPoolExecutor(max_workers=max(1, int(args.get("jobs", 4)))) as pool:
         pip_future = pool.submit(run_child, ["-c", "import pip"], args["timeout"], env)
-        check_future = pool.submit(subprocess.run, ["uv", "pip", "check", "--python", sys.executable],
+        check_future = pool.submit(subprocess.run, ["uv", "pip", "check", "--no-cache", "--python", sys.executable],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
         results = dict(zip(to_import, pool.map(lambda m: import_one(m, args["timeout"], env), to_import)))
         pip_code = pip_future.result()[0]

@@ -1,0 +1,33 @@
+"""Base images people use: non-root bases (rayproject/ray runs as `ray`)."""
+
+import json
+
+import pytest
+from helpers import docker, raybake
+
+from test_dockerfile import recipe
+
+from raybake.dockerfile import render
+from raybake.project import load_project
+from raybake.spec import load_specs
+
+
+def test_the_base_images_user_is_restored_at_the_end(copy_fixture):
+    project = load_project(copy_fixture("small"))
+    (spec,) = load_specs(project, {})
+    assert "\nUSER root\n" in render(recipe(project, spec))  # raybake's own steps
+    text = render(recipe(project, spec, user="ray"))
+    assert text.index("\nUSER root\n") < text.index("uv sync") < text.index("\nUSER ray\n")
+    assert "\nUSER ray\n" not in render(recipe(project, spec, user="root"))
+
+
+@pytest.mark.engine
+def test_a_non_root_base_builds_verifies_and_runs_as_its_user(engine, copy_fixture, unique_repo):
+    root = copy_fixture("small")
+    env = engine.env(RAYBAKE_BASE_IMAGE=engine.nonroot_base_image, RAYBAKE_REPOSITORY=unique_repo)
+    ref = raybake("build", "-C", str(root), env=env).stdout.split()[0]  # verified as `ray`
+    config = json.loads(docker("image", "inspect", "--format", "{{json .Config}}", ref).stdout)
+    assert config["User"] == "ray"
+    out = docker("run", "--rm", "--network", "none", ref, "sh", "-c",
+                 "id -un; python -c 'import six, sys; print(sys.prefix)'; touch /opt/venv/x 2>&1 || echo read-only")
+    assert out.stdout.split() [:2] == ["ray", "/opt/venv"] and "read-only" in out.stdout
