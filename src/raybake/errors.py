@@ -77,6 +77,10 @@ class StageError(RaybakeError):
     """The working_dir tree cannot be staged (size cap, symlink leaving the tree)."""
 
 
+class JobConfigError(RaybakeError):
+    """A job config cannot be made as asked (a working_dir the cluster cannot fetch)."""
+
+
 class JobFailed(RaybakeError):
     """A submitted Ray job did not succeed."""
 
