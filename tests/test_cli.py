@@ -34,7 +34,7 @@ def test_dockerfile_command_prints_the_resolved_file(engine, copy_fixture):
     """The Dockerfile as built: the base image and the Python found in it, not the template's defaults."""
     out = raybake("dockerfile", "-C", str(copy_fixture("small")), env=engine.env()).stdout
     assert out.startswith("# raybake base image") and "uv sync --frozen --no-install-project" in out
-    assert f"ARG BASE_IMAGE={engine.base_image}\n" in out and "ARG PYTHON_VERSION=3.11\n" in out
+    assert f'ARG BASE_IMAGE="{engine.base_image}"\n' in out and 'ARG PYTHON_VERSION="3.11"\n' in out
 
 
 @pytest.mark.engine

@@ -22,6 +22,10 @@ CASES = {
                             "env:\n  OMP_NUM_THREADS: \"1\"\nindex_secrets: [UV_INDEX_CORP_PASSWORD]\n"),
     "workspace": ("workspace", None),
     "example-layered": (EXAMPLE, None),
+    # raybake's base-image presets (images/), with what the planner finds in each base.
+    "preset-python-slim": ("small", "base: python-slim\n"),
+    "preset-ray": (EXAMPLE, "base: ray\n", {"python": "3.11.11", "user": "ray"}),
+    "preset-cuda": ("small", "base: cuda\n", {"python": "3.12"}),
 }
 
 
@@ -34,14 +38,14 @@ def recipe(project, spec, python="3.11.2", user="root"):
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden_dockerfile(copy_fixture, case):
-    fixture, spec_yaml = CASES[case]
+    fixture, spec_yaml, base = (*CASES[case], {})[:3]
     root = copy_fixture(fixture)
     if spec_yaml:
         (root / "images").mkdir()
         (root / "images/default.yaml").write_text(spec_yaml)
     project = load_project(root)
     (spec,) = load_specs(project, {"SSL_CERT_FILE": ""})
-    text = render(recipe(project, spec))
+    text = render(recipe(project, spec, **base))
     # The hash label varies with the host platform; the golden keeps its shape.
     text = re.sub(r'(input-hash=)"[0-9a-f]{64}"', r'\1"<hash>"', text)
     text = re.sub(r'(dev\.raybake\.version=)"[^"]+"', r'\1"<version>"', text)
@@ -68,7 +72,7 @@ def test_printed_dockerfile_names_the_resolved_base_and_python(copy_fixture):
     project = load_project(copy_fixture("small"))
     (spec,) = load_specs(project, {"RAYBAKE_BASE_IMAGE": "example/base:1"})
     text = render(recipe(project, spec, python="3.12.4"))
-    assert "ARG BASE_IMAGE=example/base:1\n" in text and "ARG PYTHON_VERSION=3.12\n" in text
+    assert 'ARG BASE_IMAGE="example/base:1"\n' in text and 'ARG PYTHON_VERSION="3.12"\n' in text
 
 
 def test_layers_go_from_stable_to_volatile(copy_fixture):

@@ -90,6 +90,8 @@ SPEC_CHANGES = {
     "env": "env:\n  A: b\n",
     "heavy_packages": "heavy_packages: [six]\n",
     "package": "package: small\n",
+    "base": "base: cuda\n",
+    "python_apt": "python_apt: [python3.12]\n",
     "all_packages": "all_packages: true\n",
 }
 SPEC_NEUTRAL = {
@@ -190,6 +192,12 @@ def test_hash_is_independent_of_set_order(tmp_path_factory, groups, extras, apt,
     root = tmp_path_factory.mktemp("order")
     shutil.copytree(Path(__file__).parent / "fixtures" / "small", root, dirs_exist_ok=True)
     (root / "images").mkdir()
+    # A spec may select only groups and extras the project defines.
+    text = (root / "pyproject.toml").read_text()
+    for table, declared, taken in (("[project.optional-dependencies]\n", extras, "table"),
+                                   ("[dependency-groups]\n", groups, "dev")):
+        text = text.replace(table, table + "".join(f"{n} = []\n" for n in declared if n != taken))
+    (root / "pyproject.toml").write_text(text)
 
     def ref_for(g, e, a):
         (root / "images/default.yaml").write_text(

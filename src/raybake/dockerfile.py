@@ -32,7 +32,7 @@ def _with_defaults(text: str, build_args: dict[str, str]) -> str:
     Dockerfile printed is the one built (resolved base image and Python)."""
     def arg(m: re.Match[str]) -> str:
         name = m.group(1)
-        return f"ARG {name}={build_args[name]}" if name in build_args else m.group(0)
+        return f"ARG {name}={json.dumps(build_args[name])}" if name in build_args else m.group(0)
 
     return re.sub(r"^ARG ([A-Z_]+)=.*$", arg, text, flags=re.M)
 

@@ -70,6 +70,7 @@ def hash_document(project: Project, spec: ImageSpec, *, uv_version: str,
         "template": template_digest,
         "platform": spec.platform,
         "apt_packages": sorted(spec.apt_packages),
+        "python_apt": list(spec.python_apt),  # `base` is hashed through the fields its preset sets
         "env": dict(sorted(spec.env)),
         # Layering does not change the environment but does change the image.
         "heavy_packages": sorted(spec.heavy_packages),

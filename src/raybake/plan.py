@@ -215,10 +215,15 @@ def resolve_python(spec: ImageSpec, requires_python: str | None, interpreters: d
     if spec.python:
         minor = ".".join(spec.python.split(".")[:2])
         version = interpreters.get(f"python{minor}")
+        if version is None and spec.python_apt:
+            version = spec.python  # comes in through apt before the venv is made; verified after the build
         if version is None:
             raise SpecError(f"{spec.source}: Python {spec.python} is asked for, but the {where} has {found}",
                             fix=f"set base_image to an image with python{minor}, or set `python:` in the spec "
                                 "(or .python-version) to a version the base image has")
+    elif spec.python_apt:
+        raise SpecError(f"{spec.source}: python_apt brings Python into the image, but no version is asked for",
+                        fix='set `python: "3.X"` to the version those packages install')
     else:
         candidates = [interpreters.get("python3")] + sorted(
             (v for c, v in interpreters.items() if re.fullmatch(r"python3\.\d+", c)),
@@ -272,6 +277,7 @@ def plan_build(project: Project, identity: ImageIdentity, *, requirements: str, 
         bind_files=tuple(c.target for c in context),
         index_secrets=spec.index_secrets,
         build_args=(("BASE_IMAGE", spec.base_image), ("PYTHON_VERSION", ".".join(python.split(".")[:2])),
+                    ("PYTHON_APT_PACKAGES", " ".join(spec.python_apt)),
                     ("SOURCE_DATE_EPOCH", str(SOURCE_DATE_EPOCH))),
         labels=((contract.LABEL_INPUT_HASH, identity.input_hash.hexdigest),
                 (contract.LABEL_SPEC, spec.name),

@@ -29,8 +29,13 @@ ENV_OVERRIDES = {
     "RAYBAKE_CA_BUNDLE": "ca_bundle",
 }
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]*(?:=[A-Za-z0-9.+~:-]+)?$")  # name[=version]
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is fine in an env value
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+# Docker's limits: a tag of 128 characters (NAME-HASH16, or rejected-NAME-ID12
+# for `build --keep-failed`), a repository of 255.
+MAX_SPEC_NAME = 100
+MAX_REPOSITORY = 255
 # A Docker repository: optional host[:port]/, then lowercase path components.
 _REPOSITORY = re.compile(
     r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -52,6 +57,9 @@ class FieldDoc:
 # rather than with pydantic: its import alone costs more than raybake's whole
 # 0.5 s budget for an up-to-date `raybake build`.
 FIELDS: dict[str, FieldDoc] = {
+    "base": FieldDoc("hashed", str, "a base-image preset to extend: python-slim, ray or cuda (raybake's images/)"),
+    "python_apt": FieldDoc("hashed", list, "Debian/Ubuntu packages that bring Python into a base without one, "
+                                           "installed before the venv is made (e.g. [python3.12, python3.12-venv])"),
     "repository": FieldDoc("neutral", str, "image repository; default: the project name"),
     "base_image": FieldDoc("hashed", str, "image with an OS and a Python; default: python:<python>-slim-bookworm"),
     "python": FieldDoc("hashed", str, 'Python version to use from the base image, e.g. "3.11"; default: .python-version, '
@@ -102,6 +110,7 @@ class ImageSpec:
     import_skip: tuple[str, ...] = ()
     heavy_packages: tuple[str, ...] = ()
     package: str | None = None  # uv --package
+    python_apt: tuple[str, ...] = ()  # apt packages that bring Python into a base without one
     all_packages: bool = False  # uv --all-packages
 
 
@@ -123,6 +132,12 @@ def load_specs(project: Project, environ: Mapping[str, str]) -> tuple[ImageSpec,
         if not _NAME.match(path.stem):
             raise SpecError(f"{path}: '{path.stem}' is not a valid spec name",
                             fix="rename the file to lowercase letters, digits, '.', '_' or '-'")
+        if len(path.stem) > MAX_SPEC_NAME:
+            raise SpecError(f"{path}: the spec name is {len(path.stem)} characters long; the image tag "
+                            f"NAME-HASH allows at most {MAX_SPEC_NAME}", fix="rename the file to a shorter name")
+        if path.suffix == ".yml" and path.with_suffix(".yaml").exists():
+            raise SpecError(f"{path.with_suffix('.yaml')} and {path.name} both define the spec '{path.stem}'",
+                            fix="merge them into one file and delete the other")
         specs.append(_resolve(path.stem, f"{IMAGES_DIR}/{path.name}", shared,
                               _load_yaml(path), project, environ))
     return tuple(specs)
@@ -310,9 +325,71 @@ def _default_base_python(project: Project, request: str | None) -> str:
     return m.group(1) if m else "3.12"
 
 
+def _check_selection(project: Project, fields: Mapping[str, Any], source: str) -> None:
+    """Groups and extras a spec selects must exist in the root's or a member's pyproject.toml."""
+    from packaging.utils import canonicalize_name
+
+    tables = [project.pyproject, *(m.pyproject for m in project.members)]
+    known = {
+        "groups": {canonicalize_name(g) for t in tables for g in t.get("dependency-groups", {})},
+        "extras": {canonicalize_name(e) for t in tables
+                   for e in t.get("project", {}).get("optional-dependencies", {})},
+    }
+    where = {"groups": "[dependency-groups]", "extras": "[project.optional-dependencies]"}
+    for key in ("groups", "extras"):
+        unknown = [v for v in fields.get(key, ()) if canonicalize_name(v) not in known[key]]
+        if unknown:
+            have = ", ".join(sorted(known[key])) or "none"
+            raise SpecError(f"{source}: {key} {', '.join(map(excerpt, unknown))} not defined in {where[key]} "
+                            f"of pyproject.toml or any workspace member's (defined: {have})",
+                            fix=f"correct the name in `{key}`, or add it to {where[key]} and run `uv lock`")
+
+
+def presets() -> dict[str, Path]:
+    """raybake's base-image presets (the repository's top-level images/)."""
+    from importlib.resources import files
+
+    folder = Path(str(files("raybake").joinpath("presets")))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def _preset(name: str, source: str) -> dict[str, Any]:
+    known = presets()
+    if name not in known:
+        raise SpecError(f"{source}: base {excerpt(name)} is not one of raybake's presets",
+                        fix=f"set base to one of: {', '.join(known)}, or remove it and set base_image")
+    fields = _load_yaml(known[name])
+    if "base" in fields:
+        raise SpecError(f"{known[name]}: a preset cannot extend another", fix="remove `base` from the preset")
+    return fields
+
+
+def _fill_base_image(template: str, python: str | None, project: Project, source: str) -> str:
+    """Presets' placeholders: {python}, {python_nodot}, {ray}."""
+    if "{" not in template:
+        return template
+    minor = _default_base_python(project, python)
+    values = {"python": minor, "python_nodot": minor.replace(".", ""), "ray": ""}
+    if "{ray}" in template:
+        from raybake.lockfile import parse_lock
+
+        ray = parse_lock(project.lock_bytes).package("ray")
+        if ray is None or not ray.version:
+            raise SpecError(f"{source}: base_image {excerpt(template)} names the lock's Ray, but uv.lock has no ray",
+                            fix="add Ray to the project (`uv add 'ray[default]'`) or set base_image")
+        values["ray"] = ray.version
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError):
+        raise SpecError(f"{source}: base_image {excerpt(template)} has an unknown placeholder",
+                        fix="use only {python}, {python_nodot} and {ray}") from None
+
+
 def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any],
              project: Project, environ: Mapping[str, str]) -> ImageSpec:
     fields = {**shared, **own}
+    if fields.get("base"):
+        fields = {**_preset(fields["base"], source), **fields}
     for var, key in ENV_OVERRIDES.items():
         if environ.get(var):
             fields[key] = environ[var]
@@ -322,11 +399,21 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         raise SpecError(f"{source}: repository {excerpt(repository)} is not a valid image repository",
                         fix="use lowercase letters, digits, '.', '_', '-' and '/', "
                             "optionally after a registry host, e.g. 127.0.0.1:5000/my-app")
+    if len(repository) > MAX_REPOSITORY:
+        raise SpecError(f"{source}: repository {excerpt(repository)} is {len(repository)} characters long; "
+                        f"Docker allows at most {MAX_REPOSITORY}",
+                        fix="shorten `repository` (or RAYBAKE_REPOSITORY)")
+    _check_selection(project, fields, source)
     network = fields.get("network") or "default"
     if network not in ("default", "host", "none"):
         raise SpecError(f"{source}: network must be default, host or none (got {excerpt(network)})",
                         fix="set network: host when the Docker daemon has no bridge network")
     ca_path = _ca_bundle(fields.get("ca_bundle"), source, project, environ)
+    bad_apt = [p for p in (*fields.get("python_apt", ()), *fields.get("apt_packages", ()))
+               if not _DEB_PACKAGE.match(p)]
+    if bad_apt:
+        raise SpecError(f"{source}: {excerpt(bad_apt[0])} is not a Debian package name",
+                        fix="use package names only (lowercase letters, digits, '+', '-', '.'), e.g. python3.12-venv")
     for key in ("env", "index_secrets"):
         bad = [k for k in fields.get(key, ()) if not _ENV_NAME.match(k)]
         if bad:
@@ -346,7 +433,9 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         name=name,
         source=source,
         repository=repository,
-        base_image=fields.get("base_image") or f"python:{_default_base_python(project, python)}-slim-bookworm",
+        base_image=_fill_base_image(fields.get("base_image") or "python:{python}-slim-bookworm", python, project,
+                                    source),
+        python_apt=tuple(fields.get("python_apt", ())),
         python=python,
         groups=tuple(sorted(set(fields.get("groups", ())))),
         extras=tuple(sorted(set(fields.get("extras", ())))),

@@ -5,10 +5,12 @@
 #   --build-arg BASE_IMAGE=python:3.11-slim-bookworm .
 # BASE_IMAGE is any image with an OS and python${PYTHON_VERSION}: python:*-slim,
 # rayproject/ray, or an offline debootstrap import.
-ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG BASE_IMAGE="python:3.11-slim-bookworm"
 FROM ${BASE_IMAGE}
-ARG PYTHON_VERSION=3.11
-ARG SOURCE_DATE_EPOCH=0
+ARG PYTHON_VERSION="3.11"
+ARG SOURCE_DATE_EPOCH="0"
+# Debian/Ubuntu packages that bring Python into a base without one (CUDA images).
+ARG PYTHON_APT_PACKAGES=""
 # raybake's steps run as root, whatever the base's user (rayproject/ray runs as
 # `ray`, who cannot write /opt); the generated Dockerfile ends by switching back
 # to the base's own user, who reads the environment but cannot change it.
@@ -37,7 +39,10 @@ ENV VIRTUAL_ENV=/opt/venv \
 # .pyc files hash-based and is every new file's time, so the layer is reproducible
 # (a COPY of uv would stamp /usr/local/bin with the build's time).
 RUN --mount=type=bind,from=uv,target=/run/raybake-uv \
-    command -v "python${PYTHON_VERSION}" >/dev/null \
+    if [ -n "${PYTHON_APT_PACKAGES}" ] && ! command -v "python${PYTHON_VERSION}" >/dev/null; then \
+      apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${PYTHON_APT_PACKAGES} \
+      && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/ldconfig/aux-cache; fi \
+ && command -v "python${PYTHON_VERSION}" >/dev/null \
       || { echo "base image has no python${PYTHON_VERSION}; set python or base_image in the raybake spec" >&2; exit 1; } \
  && export PYTHONDONTWRITEBYTECODE=1 HOME=/root \
  && SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH} "python${PYTHON_VERSION}" -m venv /opt/venv \
