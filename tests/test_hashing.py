@@ -93,6 +93,7 @@ SPEC_CHANGES = {
     "base": "base: cuda\n",
     "python_apt": "python_apt: [python3.12]\n",
     "all_packages": "all_packages: true\n",
+    "compression": "compression: zstd\n",
 }
 SPEC_NEUTRAL = {
     "repository": "repository: other/name\n",
@@ -100,6 +101,8 @@ SPEC_NEUTRAL = {
     "ca_bundle": "ca_bundle: ca.pem\n",
     "index_secrets": "index_secrets: [UV_INDEX_CORP_PASSWORD]\n",
     "import_skip": "import_skip: [six]\n",
+    "cache_from": "cache_from: [127.0.0.1:5000/small:buildcache-main]\n",
+    "cache_to": "cache_to: [type=inline]\n",
 }
 
 

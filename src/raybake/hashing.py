@@ -74,6 +74,8 @@ def hash_document(project: Project, spec: ImageSpec, *, uv_version: str,
         "env": dict(sorted(spec.env)),
         # Layering does not change the environment but does change the image.
         "heavy_packages": sorted(spec.heavy_packages),
+        # zstd layers are another image; gzip, the default, adds nothing so earlier tags stay.
+        **({"compression": spec.compression} if spec.compression != "gzip" else {}),
     }
 
 

@@ -77,6 +77,13 @@ FIELDS: dict[str, FieldDoc] = {
     "ca_bundle": FieldDoc("neutral", str, "CA bundle for HTTPS through a proxy (bound in for uv only; never in a layer or the tag)"),
     "index_secrets": FieldDoc("neutral", list, "names of environment variables (e.g. UV_INDEX_PRIVATE_PASSWORD) passed to uv as secrets"),
     "import_skip": FieldDoc("neutral", list, "top-level modules `raybake verify` does not import"),
+    "compression": FieldDoc("hashed", str, "layer compression: gzip (default) or zstd (nodes unpack it several times faster; "
+                                           "every node's runtime must pull zstd: containerd 1.5+, Docker 23+)"),
+    "cache_from": FieldDoc("neutral", list, "BuildKit caches to build from (buildx --cache-from: a registry reference, "
+                                            "type=registry,ref=..., type=inline, ...); default: REPOSITORY:buildcache-SPEC "
+                                            "when the repository names a registry; [] for none"),
+    "cache_to": FieldDoc("neutral", list, "BuildKit caches to export to (buildx --cache-to; a registry gets mode=max); "
+                                          "default with --push: REPOSITORY:buildcache-SPEC; [] for none"),
     "heavy_packages": FieldDoc("hashed", list, "packages that get a dependency layer each, lowest (default: wheels of 10 MiB or more in the lock)"),
     # Project-wide ([tool.raybake]): what `raybake stage` ships as working_dir.
     # Not image inputs, so never hashed.
@@ -110,6 +117,9 @@ class ImageSpec:
     import_skip: tuple[str, ...] = ()
     heavy_packages: tuple[str, ...] = ()
     package: str | None = None  # uv --package
+    compression: str = "gzip"  # of the layers: gzip or zstd
+    cache_from: tuple[str, ...] | None = None  # None: raybake.buildcache's default
+    cache_to: tuple[str, ...] | None = None
     python_apt: tuple[str, ...] = ()  # apt packages that bring Python into a base without one
     all_packages: bool = False  # uv --all-packages
 
@@ -409,6 +419,10 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         raise SpecError(f"{source}: network must be default, host or none (got {excerpt(network)})",
                         fix="set network: host when the Docker daemon has no bridge network")
     ca_path = _ca_bundle(fields.get("ca_bundle"), source, project, environ)
+    compression = fields.get("compression") or "gzip"
+    if compression not in ("gzip", "zstd"):
+        raise SpecError(f"{source}: compression must be gzip or zstd (got {excerpt(compression)})",
+                        fix="set compression: zstd for faster pulls on nodes that support it, else leave it out")
     bad_apt = [p for p in (*fields.get("python_apt", ()), *fields.get("apt_packages", ()))
                if not _DEB_PACKAGE.match(p)]
     if bad_apt:
@@ -450,6 +464,9 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         heavy_packages=tuple(sorted(set(fields.get("heavy_packages", ())))),
         package=_package(project, fields.get("package"), source),
         all_packages=fields.get("all_packages", False),
+        compression=compression,
+        cache_from=tuple(fields["cache_from"]) if "cache_from" in fields else None,
+        cache_to=tuple(fields["cache_to"]) if "cache_to" in fields else None,
     )
 
 

@@ -201,11 +201,19 @@ class BuildRequest:
     platform: str
     metadata_file: Path  # buildx writes the image's digest here
     cache: bool = True
+    cache_from: tuple[str, ...] = ()  # buildx --cache-from values (raybake.buildcache)
+    cache_to: tuple[str, ...] = ()  # buildx --cache-to values
+    compression: str = "gzip"  # of the layers
 
 
 def build_argv(req: BuildRequest) -> list[str]:
+    # --load writes Docker's gzip image. Another compression goes through the image
+    # exporter into the same store, with OCI media types: containerd cannot unpack
+    # Docker's zstd media type (seen with containerd 1.6).
+    output = ["--load"] if req.compression == "gzip" else [
+        "--output", f"type=image,compression={req.compression},force-compression=true,oci-mediatypes=true"]
     argv = ["docker", "buildx", "build", "--file", str(req.dockerfile), "--platform", req.platform,
-            "--load", "--provenance=false", "--progress=plain", "--metadata-file", str(req.metadata_file)]
+            *output, "--provenance=false", "--progress=plain", "--metadata-file", str(req.metadata_file)]
     for name, path in req.build_contexts.items():
         argv += ["--build-context", f"{name}={path}"]
     for name, value in req.build_args.items():
@@ -216,6 +224,10 @@ def build_argv(req: BuildRequest) -> list[str]:
         argv += ["--network", req.network]
     if not req.cache:
         argv.append("--no-cache")
+    for value in req.cache_from:
+        argv += ["--cache-from", value]
+    for value in req.cache_to:
+        argv += ["--cache-to", value]
     return [*argv, str(req.context)]
 
 

@@ -1,0 +1,76 @@
+"""Where a build's BuildKit cache comes from and goes to, pure.
+
+A fresh CI runner has an empty BuildKit cache: without a shared cache, one
+added package rebuilds every dependency layer there. The cache lives in the
+registry next to the image (``REPOSITORY:buildcache-SPEC``, ``mode=max`` so
+that every split dependency layer is in it), read by every build and written
+by the build that pushes. Where the cache lives does not change the image, so
+none of this is hashed (the spec fields are "neutral")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from raybake.errors import SpecError
+from raybake.reference import Reference
+from raybake.spec import ImageSpec
+
+CACHE_TAG_PREFIX = "buildcache-"
+CACHE_TYPES = ("registry", "inline", "local", "gha", "s3", "azblob")
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """buildx --cache-from and --cache-to values, in order."""
+
+    cache_from: tuple[str, ...] = ()
+    cache_to: tuple[str, ...] = ()
+
+
+def default_cache_ref(spec: ImageSpec) -> str | None:
+    """``REPOSITORY:buildcache-SPEC`` when the repository names a registry host, else None."""
+    repository = Reference(spec.repository)
+    if repository.registry is None:
+        return None
+    return str(replace(repository, tag=f"{CACHE_TAG_PREFIX}{spec.name}"))
+
+
+def normalize(value: str, *, export: bool, compression: str = "gzip") -> str:
+    """A buildx cache value: ``type=...,k=v`` as written, ``inline``, or a bare
+    reference meaning ``type=registry,ref=REF``. Exports to a registry get
+    ``mode=max`` unless they say otherwise: with ``mode=min`` only the final
+    image's layers are cached. A zstd image exports a zstd cache, so its
+    layers are not compressed a second time."""
+    value = value.strip()
+    if value == "inline":
+        return "type=inline"
+    if "=" not in value.split(",", 1)[0]:
+        value = f"type=registry,ref={value}"
+    options = dict(part.split("=", 1) for part in value.split(",") if "=" in part)
+    if options.get("type") not in CACHE_TYPES:
+        raise SpecError(f"{value!r} is not a BuildKit cache setting",
+                        fix=f"write type=registry,ref=REGISTRY/REPO:TAG (or a bare reference), type=inline, "
+                            f"or another buildx cache type ({', '.join(CACHE_TYPES)})")
+    if export and options["type"] == "registry":
+        extra = [] if "mode" in options else ["mode=max"]
+        if compression == "zstd" and "compression" not in options:
+            extra += ["compression=zstd", "oci-mediatypes=true"]
+        value = ",".join([value, *extra])
+    return value
+
+
+def cache_options(spec: ImageSpec, *, push: bool, cache_from: tuple[str, ...] = (),
+                  cache_to: tuple[str, ...] = ()) -> CacheOptions:
+    """The CLI's values, else the spec's (``cache_from``/``cache_to``; an empty list
+    turns the default off), else the default: import from ``default_cache_ref``
+    always, export to it when the build is pushed (the runner that publishes
+    the image publishes its cache; a failed export does not fail that build)."""
+    ref = default_cache_ref(spec)
+    sources = cache_from or spec.cache_from
+    if sources is None:
+        sources = (ref,) if ref else ()
+    targets = cache_to or spec.cache_to
+    if targets is None:
+        targets = (f"{ref},ignore-error=true",) if ref and push else ()
+    return CacheOptions(tuple(normalize(v, export=False) for v in sources),
+                        tuple(normalize(v, export=True, compression=spec.compression) for v in targets))
