@@ -24,8 +24,8 @@ def test_dockerfile_base_builds_and_runs(engine, tmp_path):
         build_args={"BASE_IMAGE": engine.base_image, "PYTHON_VERSION": "3.11"}, secrets=(),
         network="host", platform="linux/amd64", metadata_file=tmp_path / "metadata.json"), on_line=lines.append)
     try:
-        assert engine_docker.run_container(image, ["python", "-c", "import sys; print(sys.prefix)"]) \
-            == (0, "/opt/venv", "")
+        code, out, _ = engine_docker.run_container(image, ["python", "-c", "import sys; print(sys.prefix)"])
+        assert (code, out.strip()) == (0, "/opt/venv")
         code, out, _ = engine_docker.run_container(image, ["uv", "--version"])
         assert code == 0 and out.startswith(f"uv {uv_version()}")
         code, out, _ = engine_docker.run_container(

@@ -38,6 +38,7 @@ LABEL_PYTHON = f"{LABEL_PREFIX}.python"
 # Scripts raybake runs inside images, kept together in src/raybake/templates/in_image/.
 PROBE_SCRIPT = "probe.py"  # verification: reports the environment (raybake.verify)
 SEAL_SCRIPT = "seal_layer.py"  # after each dependency install: byte-compile, fix file times
+SUBMIT_SCRIPT = "submit_job.py"  # `raybake submit` to its local head, with the image's own Ray client
 
 
 @cache

@@ -8,6 +8,7 @@ apply to the job's entrypoint, so the entrypoint names the image's interpreter."
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
@@ -18,18 +19,19 @@ import tempfile
 import uuid
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from raybake import kuberay
-from raybake.build import Reporter, build_plan, check_lock
-from raybake.contract import LABEL_PYTHON, VENV_BIN, VENV_PYTHON
-from raybake.planner import identities_for
-from raybake.errors import EngineError, JobConfigError, ProjectError, RegistryError, ToolError
+from raybake.build import build_plan, check_lock
+from raybake.contract import LABEL_PYTHON, SUBMIT_SCRIPT, VENV_BIN, VENV_PYTHON, in_image_source
+from raybake.errors import EngineError, JobConfigError, JobFailed, ProjectError, RegistryError, ToolError
 from raybake.plan import ImageIdentity
+from raybake.planner import identities_for
+from raybake.progress import Reporter, format_size
 from raybake.project import Project, load_project
 from raybake.stage import DEFAULT_EXCLUDES, SECRET_EXCLUDES, StagedTree, stage_project
 from raybake.tools import docker
@@ -362,15 +364,17 @@ def job_reference(project: Project, plan: ImageIdentity) -> str:
 def image_for_job(project: Project, plan: ImageIdentity) -> str:
     """The reference a job config names: the pin when the project has one, by
     digest when the image lives in a registry (a tag can move, a digest cannot)."""
-    from raybake.build import is_registry_repository
+    from raybake.build import is_registry_repository, registry_digest_reference
 
     reference = job_reference(project, plan)
     if is_registry_repository(plan.spec.repository):
-        found = docker.registry_image(reference, plan.spec.platform)
-        if found is None:
+        # Only the digest of an image whose input-hash label matches: a pin names its tag's 16 digits.
+        want = plan.input_hash.hexdigest if reference == plan.reference else reference.rsplit("-", 1)[-1]
+        digest_reference = registry_digest_reference(reference, want, platform=plan.spec.platform)
+        if digest_reference is None:
             raise RegistryError(f"{reference} is not in its registry yet",
                                 fix="push it with `raybake build --push`")
-        return f"{reference.rsplit(':', 1)[0]}@{found.digest}"
+        return digest_reference
     return reference
 
 
@@ -385,25 +389,61 @@ def submit(project_dir: Path, names: tuple[str, ...], command: Sequence[str], *,
     reporter = reporter or Reporter()
     project = load_project(project_dir)
     (plan,) = identities_for(project, names)
+    address = address or os.environ.get("RAY_ADDRESS")
     # Before anything starts: no Ray in the image, or a client that cannot talk to it, no job.
     image_ray = image_ray_version(locked_packages(project, plan), plan.spec.name)
-    client = Client.here()
-    if client.ray is None:
-        raise ToolError("Ray is not installed where raybake runs, and `raybake submit` is a Ray job client",
-                        fix=f"install the image's Ray here: `uv pip install 'ray[default]=={image_ray}'` "
-                            "(raybake's `ray` extra)")
-    check_client(client, image_ray=image_ray, image_python=plan.spec.python, requires_python=project.requires_python)
+    client = Client.here() if address else None
+    if client is not None:
+        if client.ray is None:
+            raise ToolError("Ray is not installed where raybake runs, and submitting to --address needs a Ray "
+                            "job client", fix=f"install the image's Ray here: `uv pip install "
+                                              f"'ray[default]=={image_ray}'` (raybake's `ray` extra)")
+        check_client(client, image_ray=image_ray, image_python=plan.spec.python,
+                     requires_python=project.requires_python)
     result = build_plan(project, plan, reporter=reporter, verify=verify_or_raise, lock_checked=check_lock(project))
     reporter.step(f"image {plan.reference}: {result.status}")
-    check_client(client, image_ray=image_ray, image_python=image_python(plan, plan.reference),
-                 requires_python=project.requires_python)
-    address = address or os.environ.get("RAY_ADDRESS")
+    if client is not None:
+        check_client(client, image_ray=image_ray, image_python=image_python(plan, plan.reference),
+                     requires_python=project.requires_python)
     with tempfile.TemporaryDirectory(prefix="raybake-submit-") as tmp:
         staged = stage_project(project, Path(tmp) / "working_dir")
-        reporter.step(f"staged {len(staged.files)} files ({staged.total_bytes / 1e6:.1f} MB) for working_dir")
-        head = nullcontext(None) if address else local_head(plan.reference, on_step=reporter.step)
-        with head as local:
-            target = address or local.address
+        reporter.step(f"staged {len(staged.files)} files ({format_size(staged.total_bytes)}) for working_dir")
+        if address:
             config = ray_job_config(plan, staged, command, image=plan.reference)
-            reporter.step(f"submitting `{config['entrypoint']}` to {target}")
-            return submit_and_follow(target, on_log=reporter.job_line, head_outlives_job=bool(address), **config)
+            reporter.step(f"submitting `{config['entrypoint']}` to {address}")
+            return submit_and_follow(address, on_log=reporter.job_line, head_outlives_job=True, **config)
+        with local_head(plan.reference, on_step=reporter.step) as local:
+            return _submit_in_image(plan, staged, command, local.address, reporter)
+
+
+IN_IMAGE_WORKING_DIR = "/raybake/working_dir"
+
+
+def _submit_in_image(plan: ImageIdentity, staged: StagedTree, command: Sequence[str], address: str,
+                     reporter: Reporter) -> str:
+    """Submit to raybake's own local head with the image's Ray client (a container
+    of the same image on the host network): the client's Ray and Python are the
+    cluster's by construction, whatever this machine has."""
+    config = ray_job_config(plan, staged, command, image=plan.reference)
+    config["runtime_env"]["working_dir"] = IN_IMAGE_WORKING_DIR  # the staged tree, mounted there
+    reporter.step(f"submitting `{config['entrypoint']}` to {address} with the image's Ray client")
+    marker = "@@RAYBAKE-JOB@@"
+    outcome: dict[str, str] = {}
+
+    def line(text: str) -> None:
+        if text.startswith(marker):
+            outcome.update(json.loads(text[len(marker):]))
+        else:
+            reporter.job_line(text)
+
+    code = docker.run_streaming(
+        plan.reference,
+        [VENV_PYTHON, "-c", in_image_source(SUBMIT_SCRIPT), json.dumps({"address": address, **config})],
+        on_line=line, mounts=((staged.path, IN_IMAGE_WORKING_DIR),))
+    if not outcome:
+        raise ToolError(f"the job could not be submitted to the local Ray head at {address} (exit {code})",
+                        fix="read the output above")
+    if outcome["status"] != "SUCCEEDED":
+        raise JobFailed(f"Ray job {outcome['job_id']} ended {outcome['status']}: {outcome['message']}".strip(),
+                        fix="read the job's log above (the local Ray head has been stopped with the job)")
+    return outcome["job_id"]

@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from raybake.contract import LABEL_INPUT_HASH
 from raybake.errors import BuildError, EngineError, InvalidReference, RegistryError, ToolTimeout
 from raybake.settings import BUILD_TIMEOUT, PUSH_TIMEOUT, REGISTRY_TIMEOUT
 from raybake.tools.run import run, stream
@@ -29,7 +30,6 @@ ENGINE_FIX = ("start the Docker daemon (on this project's test machines: `bash b
 BUILDX_FIX = "install the buildx plugin (Debian: `apt-get install docker-buildx`; see buildkit/engine-up)"
 REGISTRY_FIX = ("check the registry address in `repository` (or RAYBAKE_REPOSITORY) and that the registry is up; "
                 f"a slow registry: raise {REGISTRY_TIMEOUT.variable}")
-INPUT_HASH_LABEL = "dev.raybake.input-hash"  # written by raybake.plan into every image
 
 
 @cache
@@ -81,14 +81,6 @@ def _call(fn, *args, **kwargs):
         raise
 
 
-def check_engine() -> None:
-    """Raise EngineError unless a daemon with buildx answers."""
-    client = _client()
-    _call(client.info)
-    if not _call(client.buildx.is_installed):
-        raise EngineError("Docker's buildx plugin (BuildKit) is missing", fix=BUILDX_FIX)
-
-
 # The existence queries run on every `raybake build`, including the up-to-date
 # path whose budget is 0.5 s; importing python-on-whales alone takes about
 # 0.8 s here, so they ask the docker CLI directly.
@@ -108,7 +100,7 @@ class LocalImage:
 
     @property
     def input_hash(self) -> str | None:
-        return self.labels.get(INPUT_HASH_LABEL)
+        return self.labels.get(LABEL_INPUT_HASH)
 
 
 def local_image(reference: str) -> LocalImage | None:
@@ -158,7 +150,7 @@ def registry_image(reference: str, platform: str | None = None) -> RegistryImage
         except ValueError:
             raise RegistryError(f"the registry's description of {reference} is not readable: {text[:300]}",
                                 fix=REGISTRY_FIX) from None
-        return RegistryImage(data["digest"], _config_label(data.get("image"), platform, INPUT_HASH_LABEL))
+        return RegistryImage(data["digest"], _config_label(data.get("image"), platform, LABEL_INPUT_HASH))
     lowered = text.lower()
     if "no such manifest" in lowered or "manifest unknown" in lowered or ": not found" in lowered:
         return None
@@ -291,15 +283,16 @@ def _build_fix(detail: str) -> str:
 
 
 def tag(image_id: str, reference: str) -> None:
-    _call(_client().image.tag, image_id, reference)
+    code, text = _docker_query(["tag", image_id, reference])
+    if code != 0:
+        raise EngineError(f"cannot tag {image_id} as {reference}: {text}", fix=ENGINE_FIX)
 
 
 def remove_image(reference: str) -> None:
-    """Remove a tag or an untagged image; best effort (it may be in use)."""
-    try:
-        _call(_client().image.remove, reference, force=False, prune=False)
-    except _docker_exception():
-        log.debug("could not remove %s", reference)
+    """Remove a tag or an untagged image; best effort (it may be in use). Used in cleanup paths."""
+    proc = run(["docker", "image", "rm", reference], check=False, timeout=60)
+    if proc.returncode != 0:
+        log.debug("could not remove %s: %s", reference, proc.stderr.strip())
 
 
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
@@ -339,15 +332,21 @@ def image_size(reference: str) -> int | None:
 
 
 def pull(reference: str) -> str:
-    """Pull an image that is not in the local store; return its ID."""
+    """Pull an image that is not in the local store; return its ID. Bounded by RAYBAKE_BUILD_TIMEOUT."""
+    timeout = BUILD_TIMEOUT.value()
     try:
-        _call(_client().image.pull, reference, quiet=True)
-    except _docker_exception() as exc:
-        text = (exc.stderr or exc.stdout or "").strip()
+        proc = run(["docker", "pull", "--quiet", reference], check=False, timeout=timeout)
+    except ToolTimeout:
+        raise EngineError(f"pulling {reference} did not finish within {timeout:.0f} s and was stopped",
+                          fix=f"check the network/proxy settings, or raise {BUILD_TIMEOUT.variable}") from None
+    if proc.returncode != 0:
+        text = (proc.stderr or proc.stdout).strip()
+        if (mapped := _engine_error(text)) is not None:
+            raise mapped
         raise EngineError(f"the image {reference} is not in the local image store and could not be pulled:\n"
                           f"{text[-600:]}",
                           fix=f"`docker pull {reference}` (or `docker load` it), or name an image you have "
-                              "(base_image in the spec, or RAYBAKE_BASE_IMAGE)") from None
+                              "(base_image in the spec, or RAYBAKE_BASE_IMAGE)")
     return local_image_id(reference) or reference
 
 
@@ -359,6 +358,20 @@ def image_labels(reference: str) -> dict[str, str]:
     return dict(image.labels)
 
 
+def run_streaming(image: str, command: list[str], *, on_line: Callable[[str], None], network: str = "host",
+                  mounts: tuple[tuple[Path, str], ...] = ()) -> int:
+    """Run ``command`` in a throwaway container, passing each output line to
+    ``on_line`` as it comes; return its exit code. Removed when raybake stops early."""
+    name = f"raybake-run-{uuid.uuid4().hex[:12]}"
+    try:
+        return stream(["docker", "run", "--rm", "--name", name, "--network", network,
+                       *(f"--volume={h}:{c}:ro" for h, c in mounts), "--entrypoint", command[0], image,
+                       *command[1:]], on_line)
+    except BaseException:
+        remove_container(name)
+        raise
+
+
 def run_container(image: str, command: list[str], *, network: str = "none",
                   mounts: tuple[tuple[Path, str], ...] = (), workdir: str | None = None,
                   env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
@@ -366,20 +379,18 @@ def run_container(image: str, command: list[str], *, network: str = "none",
     ``mounts``: (host path, container path) pairs, read-only.
 
     A named container, removed with force when raybake stops early (Ctrl-C,
-    SIGTERM): it must not keep running, nor keep its image in use."""
+    SIGTERM): it must not keep running, nor keep its image in use. It goes
+    before the docker CLI is stopped, which otherwise waits for it."""
     name = f"raybake-run-{uuid.uuid4().hex[:12]}"
-    try:
-        options = [f"--volume={h}:{c}:ro" for h, c in mounts]
-        options += [f"--workdir={workdir}"] if workdir else []
-        options += [f"--env={k}={v}" for k, v in (env or {}).items()]
-        proc = run(["docker", "run", "--rm", "--name", name, "--network", network, *options,
-                    "--entrypoint", command[0], image, *command[1:]], check=False)
-    except BaseException:
-        remove_container(name)
-        raise
+    options = [f"--volume={h}:{c}:ro" for h, c in mounts]
+    options += [f"--workdir={workdir}"] if workdir else []
+    options += [f"--env={k}={v}" for k, v in (env or {}).items()]
+    proc = run(["docker", "run", "--rm", "--name", name, "--network", network, *options,
+                "--entrypoint", command[0], image, *command[1:]], check=False,
+               on_abort=lambda: remove_container(name))
     if proc.returncode == 125 and (mapped := _engine_error(proc.stderr)) is not None:
         raise mapped
-    return proc.returncode, proc.stdout, proc.stderr
+    return proc.returncode, proc.stdout.removesuffix("\n"), proc.stderr
 
 
 def run_detached(image: str, command: list[str], *, name: str, network: str = "host",
@@ -407,9 +418,8 @@ def container_logs(container_id: str, tail: int = 40) -> str:
         return ""
 
 
-def remove_container(container_id: str) -> None:
-    """Stop and remove; best effort, used in cleanup paths."""
-    try:
-        _call(_client().container.remove, container_id, force=True, volumes=True)
-    except _docker_exception():
-        log.debug("could not remove container %s", container_id)
+def remove_container(container: str) -> None:
+    """Stop and remove (by ID or name); best effort, used in cleanup paths."""
+    proc = run(["docker", "rm", "--force", "--volumes", container], check=False, timeout=60)
+    if proc.returncode != 0:
+        log.debug("could not remove container %s: %s", container, proc.stderr.strip())
