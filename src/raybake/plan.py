@@ -74,9 +74,9 @@ class ContextFile:
 
 @dataclass(frozen=True)
 class GeneratedFile:
-    """A file raybake writes into the build context."""
+    """A file raybake writes into the build context (requirements, the seal script)."""
 
-    target: str
+    target: str  # POSIX path inside the context
     content: str
 
 

@@ -30,8 +30,8 @@ _PROGRAM = re.compile(r"\bBad (\w[\w.+-]*) executable|\b(\w[\w.+-]*) executable 
 
 @dataclass(frozen=True)
 class Finding:
-    check: str
-    message: str
+    check: str  # one of CHECKS
+    message: str  # what it found wrong
 
 
 @dataclass(frozen=True)
