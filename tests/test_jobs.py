@@ -110,10 +110,11 @@ def test_job_config_refuses_a_client_with_another_ray(copy_fixture, tmp_path):
     assert manifest["spec"]["rayClusterSpec"]["rayVersion"] == image_ray
 
 
-def test_submit_refuses_a_client_with_another_ray_before_building(copy_fixture):
+def test_submit_to_a_cluster_refuses_a_client_with_another_ray_before_building(copy_fixture):
+    """With --address the job client is raybake's own Ray (raybake's local head uses the image's)."""
     root, image_ray = example_locking_another_ray(copy_fixture)
-    proc = raybake("submit", "-C", str(root), "--", "python", "main.py", check=False,
-                   env={**os.environ, "DOCKER_HOST": "unix:///nonexistent", "RAY_ADDRESS": ""})
+    proc = raybake("submit", "-C", str(root), "--address", "http://127.0.0.1:1", "--", "python", "main.py",
+                   check=False, env={**os.environ, "DOCKER_HOST": "unix:///nonexistent", "RAY_ADDRESS": ""})
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"Ray here is {CLIENT_RAY}, the image has Ray {image_ray}" in proc.stderr
     assert "Docker" not in proc.stderr and "Traceback" not in proc.stderr  # refused before any build
@@ -125,8 +126,8 @@ def test_job_config_and_submit_refuse_a_client_with_another_python(copy_fixture,
     wanted = f"Python here is {CLIENT_PYTHON}, the image's is {other_python()}"
     config = raybake("job-config", "-C", str(root), "--entrypoint", "python main.py",
                      "--stage-dir", str(tmp_path / "wd"), check=False)
-    submitted = raybake("submit", "-C", str(root), "--", "python", "main.py", check=False,
-                        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent", "RAY_ADDRESS": ""})
+    submitted = raybake("submit", "-C", str(root), "--address", "http://127.0.0.1:1", "--", "python", "main.py",
+                        check=False, env={**os.environ, "DOCKER_HOST": "unix:///nonexistent", "RAY_ADDRESS": ""})
     for proc in (config, submitted):
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert wanted in proc.stderr and f"--python {other_python()}" in proc.stderr

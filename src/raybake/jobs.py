@@ -33,7 +33,8 @@ from raybake.plan import ImageIdentity
 from raybake.planner import identities_for
 from raybake.progress import Reporter, format_size
 from raybake.project import Project, load_project
-from raybake.stage import DEFAULT_EXCLUDES, SECRET_EXCLUDES, StagedTree, stage_project
+from raybake.spec import stage_config
+from raybake.stage import StagedTree, ray_excludes, stage_project
 from raybake.tools import docker
 from raybake.tools.ray import client_version, submit_and_follow, wait_for_dashboard
 from raybake.verify import verify_or_raise
@@ -107,7 +108,7 @@ def anyscale_job_config(project: Project, plan: ImageIdentity, staged: StagedTre
     env = runtime_env(plan, staged)
     # Without a URI the Anyscale CLI uploads the project directory, leaving these out.
     source = ({"working_dir": working_dir} if working_dir else
-              {"working_dir": ".", "excludes": sorted({*DEFAULT_EXCLUDES, *SECRET_EXCLUDES})})
+              {"working_dir": ".", "excludes": list(ray_excludes(stage_config(project)))})
     return {
         "name": f"{project.name}-{plan.spec.name}",
         "image_uri": image,

@@ -124,6 +124,25 @@ class ImageSpec:
     all_packages: bool = False  # uv --all-packages
 
 
+@dataclass(frozen=True)
+class StageConfig:
+    """What `raybake stage` ships as working_dir: [tool.raybake]'s project-wide fields."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    max_mb: int = 100
+
+
+def stage_config(project: Project) -> StageConfig:
+    """[tool.raybake]'s staging fields, validated like every other field."""
+    config = _validate(project.tool_config, "pyproject.toml [tool.raybake]", None)
+    max_mb = config.get("stage_max_mb", StageConfig.max_mb)
+    if max_mb <= 0:
+        raise SpecError(f"pyproject.toml [tool.raybake]: stage_max_mb must be positive, got {max_mb}",
+                        fix="set stage_max_mb to the largest working_dir you accept, in MiB (default 100)")
+    return StageConfig(tuple(config.get("stage_include", ())), tuple(config.get("stage_exclude", ())), max_mb)
+
+
 def host_platform() -> str:
     machine = _platform.machine().lower()
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)

@@ -43,11 +43,11 @@ from pathlib import Path
 
 from pathspec import GitIgnoreSpec
 
-from raybake.errors import SpecError, StageError
+from raybake.errors import StageError
 from raybake.progress import format_size
 from raybake.project import Project, load_project
+from raybake.spec import StageConfig, stage_config
 
-DEFAULT_MAX_MB = 100
 
 # Never useful on a worker. build/ and dist/ are anchored (to the root here,
 # to each workspace member at stage time): a package named `build` deeper in
@@ -148,20 +148,22 @@ _Layers = tuple[tuple[str, GitIgnoreSpec], ...]  # (directory prefix "a/b/" or "
 
 def stage_project(project: Project, out: Path) -> StagedTree:
     """Stage ``project`` into ``out`` with the settings of ``[tool.raybake]``."""
-    from raybake.spec import _validate
+    config = stage_config(project)
+    return stage_tree(project.root, out, include=config.include, exclude=config.exclude,
+                      max_bytes=config.max_mb * 2**20, members=[m.path for m in project.members],
+                      roots=project.python_roots())
 
-    config = _validate(project.tool_config, "pyproject.toml [tool.raybake]", None)
-    max_mb = config.get("stage_max_mb", DEFAULT_MAX_MB)
-    if max_mb <= 0:
-        raise SpecError(f"pyproject.toml [tool.raybake]: stage_max_mb must be positive, got {max_mb}",
-                        fix="set stage_max_mb to the largest working_dir you accept, in MiB (default 100)")
-    return stage_tree(project.root, out, include=config.get("stage_include", ()),
-                      exclude=config.get("stage_exclude", ()), max_bytes=max_mb * 2**20,
-                      members=[m.path for m in project.members], roots=project.python_roots())
+
+def ray_excludes(config: StageConfig) -> tuple[str, ...]:
+    """Ray `excludes` patterns that leave out what `raybake stage` leaves out, for
+    tools that upload the project directory themselves (the Anyscale CLI).
+    Ray applies .gitignore and .rayignore files itself; content-based secret
+    detection has no pattern, so staging (raybake stage) remains the safe path."""
+    return tuple(sorted({*DEFAULT_EXCLUDES, *SECRET_EXCLUDES, NEVER_STAGED, *config.exclude}))
 
 
 def stage_tree(project_root: Path, out: Path, *, include: Sequence[str] = (),
-               exclude: Sequence[str] = (), max_bytes: int = DEFAULT_MAX_MB * 2**20,
+               exclude: Sequence[str] = (), max_bytes: int = StageConfig.max_mb * 2**20,
                members: Sequence[str] | None = None, roots: Sequence[str] | None = None) -> StagedTree:
     """Copy the files of ``project_root`` that a worker needs into ``out``.
 
