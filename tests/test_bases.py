@@ -31,3 +31,24 @@ def test_a_non_root_base_builds_verifies_and_runs_as_its_user(engine, copy_fixtu
     out = docker("run", "--rm", "--network", "none", ref, "sh", "-c",
                  "id -un; python -c 'import six, sys; print(sys.prefix)'; touch /opt/venv/x 2>&1 || echo read-only")
     assert out.stdout.split() [:2] == ["ray", "/opt/venv"] and "read-only" in out.stdout
+
+
+def test_another_platform_gets_that_platforms_uv_from_pypi(tmp_path, monkeypatch):
+    """The uv wheel for linux/arm64 on PyPI, checked against the index's sha256."""
+    from raybake.tools.uv import uv_bin, uv_bin_for
+
+    monkeypatch.setenv("RAYBAKE_CACHE_DIR", str(tmp_path))
+    assert uv_bin_for("linux/amd64", "linux/amd64") == uv_bin()
+    binary = uv_bin_for("linux/arm64", "linux/amd64").read_bytes()
+    assert binary[:4] == b"\x7fELF" and int.from_bytes(binary[18:20], "little") == 0xB7  # EM_AARCH64
+
+
+@pytest.mark.engine
+def test_a_platform_the_engine_cannot_run_is_refused_before_building(engine, copy_fixture):
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    (root / "images/default.yaml").write_text("platform: linux/riscv64\n")
+    proc = raybake("build", "-C", str(root), env=engine.env(), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot build for linux/riscv64" in proc.stderr and "binfmt" in proc.stderr
+    assert "building" not in proc.stderr and "Traceback" not in proc.stderr

@@ -24,8 +24,9 @@ from raybake.plan import CA_CONTEXT, CA_FILE, SOURCE_DATE_EPOCH, BuildPlan, Imag
 from raybake.planner import check_lock_in_base, identities_for, make_plan
 from raybake.errors import NoInterpreter
 from raybake.project import Project, load_project
+from raybake.spec import host_platform
 from raybake.tools import docker
-from raybake.tools.uv import lock_check, uv_bin
+from raybake.tools.uv import lock_check, uv_bin_for
 
 BuildStatus = Literal["built", "built and pushed", "pushed", "up to date"]
 
@@ -155,7 +156,7 @@ def _build_image(project: Project, plan: BuildPlan, reporter: Reporter, *, no_ca
             dest.write_text(g.content, encoding="utf-8")
         uv_ctx = tmpdir / "uv"
         uv_ctx.mkdir()
-        shutil.copy2(uv_bin(), uv_ctx / "uv")
+        shutil.copy2(uv_bin_for(plan.spec.platform, host_platform()), uv_ctx / "uv")
         os.utime(uv_ctx / "uv", (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))  # COPY keeps it: same bytes on every machine
         ca_ctx = tmpdir / "ca"
         ca_ctx.mkdir()

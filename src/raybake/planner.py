@@ -56,11 +56,24 @@ def spec_requirements(project: Project, spec: ImageSpec) -> str:
 
 def make_plan(project: Project, identity: ImageIdentity) -> BuildPlan:
     spec = identity.spec
+    check_platform(spec.platform)
     base = base_facts(spec.base_image)
     python = resolve_python(spec, project.requires_python, base.pythons)
     return plan_build(project, identity, requirements=spec_requirements(project, spec),
                       lock=parse_lock(project.lock_bytes, str(project.root / "uv.lock")), python=python,
                       user=base.user)
+
+
+def check_platform(platform: str) -> None:
+    """Refuse, before anything is built, a platform this engine cannot run steps for."""
+    from raybake.tools import docker
+
+    platforms = docker.builder_platforms()
+    if platforms and platform not in platforms:
+        raise EngineError(
+            f"this Docker engine cannot build for {platform}: its builder runs {', '.join(platforms)}",
+            fix=f"build on a {platform} machine, or let this one emulate it (QEMU binfmt: "
+                "`docker run --privileged --rm tonistiigi/binfmt --install all`), or set platform to one it runs")
 
 
 def base_facts(base_image: str) -> BaseFacts:

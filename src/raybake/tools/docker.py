@@ -358,6 +358,17 @@ def image_labels(reference: str) -> dict[str, str]:
     return dict(image.labels)
 
 
+def builder_platforms() -> tuple[str, ...]:
+    """The platforms the default builder can run steps for (emulation included)."""
+    code, text = _docker_query(["buildx", "inspect"])
+    if code != 0:
+        raise EngineError(f"cannot ask buildx which platforms it builds: {text}", fix=BUILDX_FIX)
+    for line in text.splitlines():
+        if line.strip().startswith("Platforms:"):
+            return tuple(p.strip().rstrip("*") for p in line.split(":", 1)[1].split(",") if p.strip())
+    return ()
+
+
 def run_streaming(image: str, command: list[str], *, on_line: Callable[[str], None], network: str = "host",
                   mounts: tuple[tuple[Path, str], ...] = ()) -> int:
     """Run ``command`` in a throwaway container, passing each output line to

@@ -11,6 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from raybake.errors import LockOutOfDate, NoInterpreter, ProjectError, ToolError
+from raybake.files import atomic_write
 from raybake.paths import cache_dir
 from raybake.project import Project
 from raybake.tools.run import run
@@ -119,3 +120,53 @@ def export_requirements(project: Project, args: tuple[str, ...]) -> str:
     lines with markers and hashes, from the lock alone (no network)."""
     return run([uv_bin(), "export", "--frozen", "--no-header", "--no-annotate", "--format", "requirements-txt",
                 "--no-progress", *args], cwd=project.root, timeout=120).stdout
+
+
+# uv's wheels name the CPU with these tags (manylinux2014: glibc 2.17 and later).
+_WHEEL_ARCH = {"linux/amd64": "manylinux_2_17_x86_64", "linux/arm64": "manylinux_2_17_aarch64",
+               "linux/ppc64le": "manylinux_2_17_ppc64le", "linux/s390x": "manylinux_2_17_s390x"}
+SIMPLE_INDEX = "https://pypi.org/simple/uv/"
+
+
+def uv_bin_for(platform: str, host: str) -> Path:
+    """The uv binary to put into an image for ``platform``: raybake's own on the
+    host's platform, else the one in uv's wheel for that platform on PyPI (the
+    same version, checked against the index's sha256), fetched once."""
+    if platform == host:
+        return uv_bin()
+    tag = _WHEEL_ARCH.get(platform)
+    if tag is None:
+        raise ToolError(f"raybake has no uv binary for the platform {platform}",
+                        fix=f"set platform to one of: {', '.join(_WHEEL_ARCH)}")
+    target = cache_dir() / "uv-bin" / uv_version() / platform.replace("/", "-") / "uv"
+    if target.is_file():
+        return target
+    import io
+    import json
+    import urllib.request
+    import zipfile
+
+    def fetch(url: str, accept: str | None = None) -> bytes:
+        request = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.read()
+        except OSError as exc:
+            raise ToolError(f"cannot fetch uv {uv_version()} for {platform} from PyPI: {exc}",
+                            fix="check HTTPS access to pypi.org (proxy, SSL_CERT_FILE), or build on a "
+                                f"{platform} machine") from None
+
+    index = json.loads(fetch(SIMPLE_INDEX, "application/vnd.pypi.simple.v1+json"))
+    wheel = next((f for f in index["files"]
+                  if f["filename"].startswith(f"uv-{uv_version()}-") and tag in f["filename"]), None)
+    if wheel is None:
+        raise ToolError(f"PyPI has no uv {uv_version()} wheel for {platform}",
+                        fix="set platform to one uv publishes wheels for")
+    data = fetch(wheel["url"])
+    if hashlib.sha256(data).hexdigest() != wheel["hashes"]["sha256"]:
+        raise ToolError(f"the uv wheel {wheel['filename']} does not match PyPI's sha256", fix="try again")
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        binary = archive.read(f"uv-{uv_version()}.data/scripts/uv")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, binary, mode=0o755)
+    return target
