@@ -117,7 +117,7 @@ def wait_for_quiet_machine(skip: bool) -> None:
         waited += 10
 
 
-def wait_for_idle_builder(max_wait: float = 900) -> bool:
+def wait_for_idle_builder(max_wait: float = 300) -> bool:
     """Wait until no other `docker buildx build` runs; False when it still did after ``max_wait``.
 
     BuildKit merges a step that several builds share (the same FROM and venv
