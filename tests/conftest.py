@@ -26,6 +26,7 @@ class Engine:
     registry: str  # host:port on 127.0.0.1
     base_image: str
     nonroot_base_image: str  # runs as `ray` (uid 1000), like rayproject/ray
+    trixie_base_image: str  # Debian trixie: Python 3.13
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for raybake runs against this engine."""
@@ -47,7 +48,8 @@ def engine() -> Engine:
     state = Path(os.environ.get("RAYBAKE_ENGINE_STATE", "/var/tmp/raybake-engine")) / "engine.env"
     values = dict(line.split("=", 1) for line in state.read_text().split() if "=" in line)
     return Engine(registry=values["RAYBAKE_TEST_REGISTRY"], base_image=values["RAYBAKE_TEST_BASE_IMAGE"],
-                  nonroot_base_image=values["RAYBAKE_TEST_NONROOT_BASE_IMAGE"])
+                  nonroot_base_image=values["RAYBAKE_TEST_NONROOT_BASE_IMAGE"],
+                  trixie_base_image=values["RAYBAKE_TEST_TRIXIE_BASE_IMAGE"])
 
 
 @pytest.fixture(autouse=True)

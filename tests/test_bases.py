@@ -52,3 +52,22 @@ def test_a_platform_the_engine_cannot_run_is_refused_before_building(engine, cop
     assert proc.returncode == 2, proc.stderr
     assert "cannot build for linux/riscv64" in proc.stderr and "binfmt" in proc.stderr
     assert "building" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.engine
+def test_a_second_python_as_a_matrix_of_specs(engine, copy_fixture, unique_repo):
+    """One project, two specs: Python 3.11 on bookworm and 3.13 on trixie, each verified."""
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    (root / "images/py311.yaml").write_text(f"base_image: {engine.base_image}\n")
+    (root / "images/py313.yaml").write_text(f'base_image: {engine.trixie_base_image}\npython: "3.13"\n')
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
+    env.pop("RAYBAKE_BASE_IMAGE")
+    out = raybake("build", "--all", "-C", str(root), env=env).stdout
+    refs = {line.split()[0].rsplit(":", 1)[1].split("-")[0]: line.split()[0] for line in out.splitlines()
+            if " built" in line}
+    assert set(refs) == {"py311", "py313"}, out
+    for spec, want in (("py311", "3.11"), ("py313", "3.13")):
+        version = docker("run", "--rm", "--network", "none", refs[spec], "python", "-c",
+                         "import platform, six; print(platform.python_version())").stdout
+        assert version.startswith(want), (spec, version)

@@ -91,7 +91,8 @@ def base_facts(base_image: str) -> BaseFacts:
                           fix="check that the base image has a shell (sh) and runs on this machine's platform")
     lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
     facts = BaseFacts({k: v for k, v in lines.items() if k.startswith("python3")}, lines.get("user") or "root")
-    _remember(memo, {"pythons": facts.pythons, "user": facts.user})
+    if facts.pythons:  # an empty answer is not remembered: the next run asks again
+        _remember(memo, {"pythons": facts.pythons, "user": facts.user})
     return facts
 
 
