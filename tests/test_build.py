@@ -99,3 +99,99 @@ def test_workspace_installs_members_dependencies_not_members(engine, copy_fixtur
                  "import six, tabulate, importlib.util as u; "
                  "print([u.find_spec(m) for m in ('liba', 'libb', 'wsroot')])").stdout
     assert out.strip() == "[None, None, None]"
+
+
+# ---- only raybake's own image counts as built (the input-hash label) ----
+
+def foreign_image(reference: str, tmp_path, input_hash: str | None) -> None:
+    """A tiny image that raybake did not build, tagged ``reference``."""
+    import tarfile
+
+    archive = tmp_path / "foreign.tar"
+    with tarfile.open(archive, "w") as tar:
+        info = tarfile.TarInfo("foreign.txt")
+        tar.addfile(info)
+    change = ["--change", f"LABEL dev.raybake.input-hash={input_hash}"] if input_hash else []
+    docker("import", *change, str(archive), reference)
+
+
+def input_hash_of(reference: str) -> str:
+    return docker("image", "inspect", "--format", '{{index .Config.Labels "dev.raybake.input-hash"}}',
+                  reference).stdout.strip()
+
+
+def test_a_foreign_image_under_the_tag_is_built_over(engine, copy_fixture, unique_repo, tmp_path):
+    root = copy_fixture("small")
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
+    ref = raybake("tag", "-C", str(root), env=env).stdout.strip()
+    foreign_image(ref, tmp_path, None)  # `docker tag SOMETHING $(raybake tag)`
+    proc = raybake("build", "-C", str(root), env=env)
+    assert " built " in proc.stdout, proc.stdout
+    assert f"the image under {ref} is not raybake's build" in proc.stderr and "label is (none)" in proc.stderr
+    assert input_hash_of(ref).startswith(ref.rsplit("-", 1)[1])
+    # Now raybake's own: up to date.
+    assert " up to date " in raybake("build", "-C", str(root), env=env).stdout
+
+
+def test_a_foreign_image_in_the_registry_is_an_error_naming_both_hashes(engine, copy_fixture, unique_repo,
+                                                                       tmp_path):
+    root = copy_fixture("small")
+    repo = f"{engine.registry}/{unique_repo}"
+    env = engine.env(RAYBAKE_REPOSITORY=repo)
+    ref = raybake("tag", "-C", str(root), env=env).stdout.strip()
+    other = "0" * 64
+    foreign_image(ref, tmp_path, other)
+    docker("push", ref)
+    docker("image", "rm", ref)
+    for args in (("build", "--push"), ("build",), ("job-config", "--entrypoint", "python main.py")):
+        proc = raybake(*args, "-C", str(root), env=env, check=False)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        assert f"label is {other}" in proc.stderr and ref.rsplit("-", 1)[1] in proc.stderr, proc.stderr
+        assert "raybake build --push --force" in proc.stderr
+        assert "raybake: building" not in proc.stderr
+    # The fix it names: push this plan's image over it; the job config then names that image's digest.
+    pushed = raybake("build", "--push", "--force", "-C", str(root), env=env).stdout
+    digest_ref = re.search(rf"{re.escape(repo)}@sha256:[0-9a-f]{{64}}", pushed).group(0)
+    config = raybake("job-config", "--entrypoint", "python main.py", "-C", str(root), env=env).stdout
+    assert digest_ref in config
+    assert digest_ref in raybake("build", "--push", "-C", str(root), env=env).stdout  # up to date, by digest
+
+
+# ---- several specs: keep going, summarise; --keep-failed ----
+
+def test_build_all_keeps_going_past_failures_and_summarises(engine, copy_fixture, unique_repo):
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    # Sorted by name, both failures come before the good spec.
+    (root / "images/a-rejected.yaml").write_text('env:\n  RAY_ENABLE_UV_RUN_RUNTIME_ENV: "1"\n')
+    (root / "images/b-broken.yaml").write_text("base_image: 127.0.0.1:1/absent/base:1\n")
+    (root / "images/c-good.yaml").write_text("")
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
+    env.pop("RAYBAKE_BASE_IMAGE")
+    (root / "pyproject.toml").write_text((root / "pyproject.toml").read_text()
+                                         + f'\n[tool.raybake]\nbase_image = "{engine.base_image}"\n')
+    refs = {line.rsplit(":", 1)[1].rsplit("-", 1)[0]: line
+            for line in raybake("tag", "--all", "-C", str(root), env=env).stdout.split()}
+    proc = raybake("build", "--all", "--keep-failed", "-C", str(root), env=env, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr  # 2: not every failure is a finding
+    assert "Traceback" not in proc.stderr
+    summary = proc.stdout.splitlines()
+    assert [line.split()[:2] for line in summary] == [
+        [refs["a-rejected"], "FAILED"], [refs["b-broken"], "FAILED"], [refs["c-good"], "built"]], proc.stdout
+    assert "2 of 3 images failed" in proc.stderr
+    assert docker("image", "inspect", refs["c-good"], check=False).returncode == 0
+    for name in ("a-rejected", "b-broken"):
+        assert docker("image", "inspect", refs[name], check=False).returncode != 0
+    # --keep-failed kept the rejected image under a name that is not a lock tag, and said so.
+    kept = re.search(rf"kept for inspection as ({re.escape(unique_repo)}:rejected-a-rejected-[0-9a-f]{{12}})",
+                     proc.stderr).group(1)
+    assert docker("image", "inspect", kept, check=False).returncode == 0
+    docker("image", "rm", kept)
+    # Without --keep-failed the rejected image is removed as before; only findings: exit 1.
+    (root / "images/b-broken.yaml").unlink()
+    again = raybake("build", "--all", "-C", str(root), env=env, check=False)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "1 of 2 images failed" in again.stderr and "kept for inspection" not in again.stderr
+    tags = docker("image", "ls", "--format", "{{.Tag}}", unique_repo).stdout.split()
+    assert not [t for t in tags if t.startswith("rejected-")], tags

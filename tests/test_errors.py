@@ -2,6 +2,11 @@
 exit, no traceback, nothing tagged or pushed. The README's failure table
 lists the same messages."""
 
+import os
+import re
+import subprocess
+from pathlib import Path
+
 import pytest
 from helpers import docker, raybake
 
@@ -155,3 +160,134 @@ def test_registry_refusing_credentials(engine, copy_fixture, auth_registry):
     env = engine.env(RAYBAKE_REPOSITORY=f"{auth_registry}/team/small")
     assert_clean_error(raybake("build", "--push", "-C", str(root), env=env, check=False),
                        "refused access", "docker login")
+
+
+# ---- no traceback for any input (issue 14.9) ----------------------------------
+
+def dead_daemon_env(tmp_path) -> dict[str, str]:
+    return {"PATH": "/usr/bin:/bin:/usr/local/bin", "DOCKER_HOST": f"unix://{tmp_path}/no.sock",
+            "HOME": str(tmp_path), "RAYBAKE_CACHE_DIR": str(tmp_path / "cache")}
+
+
+@pytest.mark.parametrize(("where", "content", "command", "needle"), [
+    ("images/default.yaml", b'python: "3.11\xff"\n', ("tag",), "not UTF-8"),
+    (".python-version", b"\xff3.11\n", ("tag",), "not UTF-8"),
+    ("images/a.yml", b"dev: true\n", ("tag", "--all"), "both define the spec 'a'"),
+    ("images/gpu.yaml", b"groups: [trian]\n", ("tag", "gpu"), "groups 'trian' not defined in [dependency-groups]"),
+    ("images/gpu.yaml", b"extras: [s3]\n", ("pin",), "extras 's3' not defined in [project.optional-dependencies]"),
+    ("images/" + "x" * 101 + ".yaml", b"", ("tag", "--all"), "at most 100"),
+])
+def test_bad_project_files(copy_fixture, where, content, command, needle):
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    if where == "images/a.yml":
+        (root / "images/a.yaml").write_text("dev: false\n")
+    (root / where).write_bytes(content)
+    assert_clean_error(raybake(*command, "-C", str(root), check=False), needle)
+    assert not (root / "raybake-pin.json").exists()
+
+
+def test_workspace_member_pattern_outside_the_project(copy_fixture):
+    root = copy_fixture("workspace")
+    sibling = root.parent / "sibling"
+    sibling.mkdir()
+    (sibling / "pyproject.toml").write_text('[project]\nname = "sibling"\nversion = "0"\n')
+    text = (root / "pyproject.toml").read_text()
+    (root / "pyproject.toml").write_text(text.replace('members = ["libs/*"]', 'members = ["libs/*", "../*"]'))
+    assert 'members = ["libs/*", "../*"]' in (root / "pyproject.toml").read_text()
+    assert_clean_error(raybake("tag", "-C", str(root), check=False), "lies outside the project")
+
+
+def test_repository_over_dockers_limit_is_a_name_error(copy_fixture, tmp_path):
+    root = copy_fixture("small")
+    env = {**dead_daemon_env(tmp_path), "RAYBAKE_REPOSITORY": "team/" + "a" * 300}
+    proc = raybake("build", "-C", str(root), env=env, check=False)
+    assert_clean_error(proc, "Docker allows at most 255", "RAYBAKE_REPOSITORY")
+    assert "daemon" not in proc.stderr
+
+
+@pytest.mark.engine
+def test_an_over_long_reference_to_verify_is_a_name_error(engine, copy_fixture):
+    proc = raybake("verify", "team/" + "a" * 300 + ":x", "-C", str(copy_fixture("small")), env=engine.env(),
+                   check=False)
+    assert_clean_error(proc, "Docker refuses the image name", "at most 255")
+    assert "start the Docker daemon" not in proc.stderr
+
+
+def test_verify_without_a_daemon_says_so(copy_fixture, tmp_path):
+    proc = raybake("verify", "small:default-0123456789abcdef", "-C", str(copy_fixture("small")),
+                   env=dead_daemon_env(tmp_path), check=False)
+    assert_clean_error(proc, "Docker daemon is not reachable", "buildkit/engine-up")
+
+
+def test_lock_timeout_that_is_not_a_number(copy_fixture):
+    root = copy_fixture("small")
+    env = {**os.environ, "RAYBAKE_LOCK_TIMEOUT": "abc"}
+    assert_clean_error(raybake("pin", "-C", str(root), env=env, check=False),
+                       "RAYBAKE_LOCK_TIMEOUT='abc' is not a number of seconds", "positive number")
+
+
+@pytest.mark.parametrize("entrypoint", ["", "  ", 'python "main.py'])
+def test_job_config_with_an_empty_or_broken_entrypoint(copy_fixture, entrypoint):
+    proc = raybake("job-config", "--entrypoint", entrypoint, "-C", str(copy_fixture("small")), check=False)
+    assert proc.returncode == 2 and "--entrypoint" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_unknown_pin_version_is_an_error_not_rewritten(copy_fixture):
+    root = copy_fixture("small")
+    for version in ("2", '"one"'):
+        text = f'{{"images": {{}}, "version": {version}}}\n'
+        (root / "raybake-pin.json").write_text(text)
+        assert_clean_error(raybake("pin", "-C", str(root), check=False), "pin format version")
+        assert (root / "raybake-pin.json").read_text() == text
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory nobody can write to, root included (a read-only mount when root)."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "raybake-test-ro", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.engine
+def test_a_read_only_cache_dir_breaks_nothing(engine, copy_fixture, unique_repo, read_only_dir):
+    root = copy_fixture("small")
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
+    raybake("build", "-C", str(root), env=env)
+    for cache in (read_only_dir, read_only_dir / "raybake"):
+        ro = {**env, "RAYBAKE_CACHE_DIR": str(cache)}
+        again = raybake("build", "-C", str(root), env=ro)
+        assert " up to date " in again.stdout and "Traceback" not in again.stderr
+        pinned = raybake("pin", "-C", str(root), env=ro, check=False)
+        assert pinned.returncode == 0 and "Traceback" not in pinned.stderr, pinned.stderr
+        assert (root / "raybake-pin.json").is_file()
+
+
+def test_an_unexpected_exception_exits_3_with_one_line_and_a_log(copy_fixture, monkeypatch, capsys, tmp_path):
+    import raybake.commands.tag as tag_command
+    from raybake.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(tag_command, "identities_for", broken)
+    monkeypatch.setenv("RAYBAKE_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as exited:
+        main(["tag", "-C", str(copy_fixture("small"))])
+    assert exited.value.code == 3  # never 1: a hook must not read a crash as findings
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "RuntimeError: boom" in err and "Traceback" not in err
+    log = Path(re.search(r"the traceback is in (\S+)", err).group(1))
+    assert log.parent == tmp_path / "cache" / "logs"
+    assert "Traceback" in log.read_text() and "RuntimeError: boom" in log.read_text()

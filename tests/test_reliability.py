@@ -1,10 +1,12 @@
 """Concurrency and interruption, with real processes on the real engine."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
+import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,35 @@ def test_different_specs_build_in_parallel(engine, copy_fixture, unique_repo, tm
     assert not any("waiting for another" in err for _, err in outs)
 
 
+def wait_for_line(proc: subprocess.Popen, pattern: str, timeout: float = 300) -> list[str]:
+    """Read the process's stderr until a line matches; return the lines read.
+    The rest of its output keeps draining in the background (no pipe fills up)."""
+    lines: list[str] = []
+    found = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if re.search(pattern, line):
+                found.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    assert found.wait(timeout), f"no line matching {pattern!r}:\n{''.join(lines)}"
+    return lines
+
+
+def processes_mentioning(needle: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in text:
+            found.append(text)
+    return found
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_build_leaves_nothing_behind(engine, copy_fixture, unique_repo, tmp_path, sig):
     root = copy_fixture("small")
@@ -55,17 +86,70 @@ def test_interrupted_build_leaves_nothing_behind(engine, copy_fixture, unique_re
     ref = raybake("tag", "-C", str(root), env=env).stdout.strip()
     # --no-cache: the build is still running when the signal arrives.
     proc = start(root, env, "--push", "--no-cache")
-    deadline = time.monotonic() + 120
-    while not any((cache / "tmp").glob("build-*")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.5)
+    wait_for_line(proc, r"^#\d+ \[")  # BuildKit is running a step
+    assert [p for p in processes_mentioning(str(cache)) if "buildx" in p]  # the build raybake started
     os.kill(proc.pid, sig)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
+    assert proc.wait(timeout=120) == 130
+    # No buildx client is left building on its own, and nothing else of raybake's.
+    assert processes_mentioning(str(cache)) == []
     assert docker("image", "inspect", ref, check=False).returncode != 0
     assert "not found" in docker("buildx", "imagetools", "inspect", ref, check=False).stderr
     assert list((cache / "tmp").iterdir()) == []  # no temporary context left on disk
     # The lock was released with the process: the next build goes through.
     again = raybake("build", "--push", "-C", str(root), env=env, timeout=600)
     assert " built and pushed " in again.stdout
+
+
+def test_ctrl_c_during_verification_removes_the_probe_container_and_the_image(engine, copy_fixture,
+                                                                              unique_repo, tmp_path):
+    from raybake.planner import identities_for
+    from raybake.project import load_project
+
+    root = copy_fixture("small")
+    # A variable of its own makes this image's input hash (its label) this test's alone.
+    with (root / "pyproject.toml").open("a") as f:
+        f.write(f'\n[tool.raybake]\nenv = {{ RAYBAKE_TEST_RUN = "{uuid.uuid4().hex}" }}\n')
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo, RAYBAKE_CACHE_DIR=str(tmp_path / "cache"))
+    (identity,) = identities_for(load_project(root), environ=env)
+    label = f"label=dev.raybake.input-hash={identity.input_hash.hexdigest}"
+    events = subprocess.Popen(["docker", "events", "--filter", "type=container", "--filter", "event=start",
+                               "--filter", label, "--format", "{{.Actor.ID}}"], stdout=subprocess.PIPE, text=True)
+    try:
+        proc = start(root, env)
+        container = events.stdout.readline().strip()  # the verification probe started
+        docker("pause", container)  # and stays there, whatever the timing
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals raybake's process group
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err
+        assert docker("ps", "-a", "-q", "--filter", label).stdout.strip() == ""
+        assert docker("image", "ls", "-a", "-q", "--filter", label).stdout.strip() == ""
+    finally:
+        events.terminate()
+        for leftover in docker("ps", "-a", "-q", "--filter", label).stdout.split():
+            docker("rm", "-f", leftover, check=False)
+
+
+def test_scratch_directories_of_killed_runs_are_removed_by_the_next_build(engine, copy_fixture, unique_repo,
+                                                                           tmp_path):
+    cache = tmp_path / "cache"
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo, RAYBAKE_CACHE_DIR=str(cache))
+    hold = ("import sys, time; from raybake.paths import scratch_dir\n"
+            "with scratch_dir('build-') as d:\n    print(d, flush=True); time.sleep(600)")
+
+    def holder() -> tuple[subprocess.Popen, Path]:
+        p = subprocess.Popen([sys.executable, "-c", hold], env=env, stdout=subprocess.PIPE, text=True)
+        return p, Path(p.stdout.readline().strip())
+
+    live, live_dir = holder()
+    killed, dead_dir = holder()
+    killed.kill()  # SIGKILL: no cleanup ran, the directory stays
+    killed.wait()
+    try:
+        assert dead_dir.is_dir() and live_dir.is_dir()
+        raybake("build", "--force", "-C", str(copy_fixture("small")), env=env)
+        assert not dead_dir.exists()
+        assert live_dir.is_dir()  # a running raybake's directory is left alone
+    finally:
+        live.terminate()
+        live.wait()

@@ -2,27 +2,29 @@
 
 The thin layer between pure planning (raybake.plan, raybake.dockerfile) and
 the engine (raybake.tools.docker). A bad or interrupted build never receives
-the lock-hash tag: the image is built to an untagged archive, loaded by ID,
-verified, and only then tagged and pushed."""
+the lock-hash tag: the image is built into the local store untagged, verified,
+and only then tagged and pushed. An image under the tag counts as built only
+when its input-hash label is the plan's."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from raybake import locks
+from raybake.buildcache import CacheOptions, cache_options
 from raybake.certs import bundle_for_build
+from raybake.contract import LABEL_INPUT_HASH
 from raybake.dockerfile import render
-from raybake.paths import cache_dir
+from raybake.errors import NoInterpreter, RaybakeError, RegistryError, VerificationFailed
+from raybake.paths import scratch_dir
 from raybake.plan import CA_CONTEXT, CA_FILE, SOURCE_DATE_EPOCH, BuildPlan, ImageIdentity
 from raybake.planner import check_lock_in_base, identities_for, make_plan
-from raybake.errors import NoInterpreter
 from raybake.project import Project, load_project
 from raybake.spec import host_platform
 from raybake.tools import docker
@@ -50,6 +52,9 @@ class Reporter:
 
     def job_line(self, line: str) -> None: ...
 
+    def failed(self, reference: str, error: RaybakeError) -> None:
+        """One of several builds failed; the others go on."""
+
 
 def is_registry_repository(repository: str) -> bool:
     """True when the repository names a registry host (``host[:port]/...``)."""
@@ -57,35 +62,102 @@ def is_registry_repository(repository: str) -> bool:
     return bool(rest) and ("." in first or ":" in first or first == "localhost")
 
 
-def decide(plan: ImageIdentity, *, push: bool, force: bool) -> str:
-    """What a build of ``plan`` must do: "skip", "push" (already built here) or "build".
+@dataclass(frozen=True)
+class Decision:
+    """What a build of a plan must do, and why."""
 
-    Without --push the local store answers first, then a registry named in the
-    repository; with --push only the registry counts. A registry that cannot be
-    asked raises RegistryError: never "assume it exists"."""
+    action: Literal["skip", "push", "build"]  # "push": built here already, not in the registry yet
+    note: str | None = None  # why an image present under the tag is built again
+    digest_reference: str | None = None  # repository@sha256:... of the registry's image, when checked
+
+
+def foreign_image(reference: str, found: str | None, want: str) -> str | None:
+    """Why the image under ``reference`` is not the one whose input hash is
+    (or, for a tag's 16 digits, starts with) ``want``; None when it is."""
+    if found is not None and found.startswith(want):
+        return None
+    return (f"the image under {reference} is not raybake's build of this lock and spec: its "
+            f"{LABEL_INPUT_HASH} label is {found or '(none)'}, the plan's is {want}")
+
+
+def registry_digest_reference(reference: str, want: str, *, platform: str) -> str | None:
+    """``repository@sha256:...`` of ``reference`` in its registry after checking
+    that its input-hash label is ``want``; None when the tag is absent.
+
+    A tag there that names another image (pushed by hand, overwritten) is an
+    error naming both hashes: raybake never calls it up to date, pushes past it
+    or names its digest."""
+    found = docker.registry_image(reference, platform)
+    if found is None:
+        return None
+    problem = foreign_image(reference, found.input_hash, want)
+    if problem is not None:
+        raise RegistryError(f"{problem} (registry digest {found.digest})",
+                            fix="push this plan's image over it with `raybake build --push --force` "
+                                "(or delete that tag in the registry)")
+    return f"{reference.rsplit(':', 1)[0]}@{found.digest}"
+
+
+def decide(plan: ImageIdentity, *, push: bool, force: bool) -> Decision:
+    """What a build of ``plan`` must do.
+
+    An image counts only when its input-hash label is the plan's: a foreign
+    image under the tag locally is built over (and said so); in the registry
+    it is a RegistryError. Without --push the local store answers first, then
+    a registry named in the repository; with --push only the registry counts.
+    A registry that cannot be asked raises RegistryError: never "assume it exists"."""
     if force:
-        return "build"
-    local = docker.local_image_id(plan.reference) is not None
+        return Decision("build")
+    want = plan.input_hash.hexdigest
+    local = docker.local_image(plan.reference)
+    note = foreign_image(plan.reference, local.input_hash, want) if local is not None else None
+    here = local is not None and note is None
     if push:
-        if docker.registry_has(plan.reference):
-            return "skip"
-        return "push" if local else "build"
-    if local or (is_registry_repository(plan.spec.repository) and docker.registry_has(plan.reference)):
-        return "skip"
-    return "build"
+        if (remote := registry_digest_reference(plan.reference, want, platform=plan.spec.platform)) is not None:
+            return Decision("skip", digest_reference=remote)
+        return Decision("push") if here else Decision("build", note)
+    if here:
+        return Decision("skip")
+    if local is None and is_registry_repository(plan.spec.repository) and (
+            remote := registry_digest_reference(plan.reference, want, platform=plan.spec.platform)) is not None:
+        return Decision("skip", digest_reference=remote)
+    return Decision("build", note)
+
+
+@dataclass(frozen=True)
+class BuildFailure:
+    """A spec whose build failed while others went on (``raybake build --all``)."""
+
+    reference: str
+    error: RaybakeError
 
 
 def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = False,
-          push: bool = False, force: bool = False, no_cache: bool = False, reporter: Reporter | None = None,
-          verify: Callable[[Project, BuildPlan, str], None] | None = None) -> list[BuildResult]:
-    """Build (only when absent) every selected spec of the project at ``project_dir``."""
+          push: bool = False, force: bool = False, no_cache: bool = False, keep_failed: bool = False,
+          reporter: Reporter | None = None,
+          verify: Callable[[Project, BuildPlan, str], None] | None = None,
+          cache_from: tuple[str, ...] = (), cache_to: tuple[str, ...] = ()) -> list[BuildResult | BuildFailure]:
+    """Build (only when absent) every selected spec of the project at ``project_dir``.
+
+    With one spec its error is raised. With several, a failing spec does not
+    stop the others: its error goes to ``reporter.failed`` and its place in the
+    returned list is a BuildFailure."""
     reporter = reporter or Reporter()
     project = load_project(project_dir)
     plans = identities_for(project, names, all_specs=all_specs)  # pure: spec and lock-format errors first
     lock_checked = check_lock(project)
-    return [build_plan(project, plan, push=push, force=force, no_cache=no_cache, reporter=reporter,
-                       verify=verify, lock_checked=lock_checked)
-            for plan in plans]
+    outcomes: list[BuildResult | BuildFailure] = []
+    for plan in plans:
+        try:
+            outcomes.append(build_plan(project, plan, push=push, force=force, no_cache=no_cache,
+                                       keep_failed=keep_failed, reporter=reporter, verify=verify,
+                                       lock_checked=lock_checked, cache_from=cache_from, cache_to=cache_to))
+        except RaybakeError as exc:
+            if len(plans) == 1:
+                raise
+            reporter.failed(plan.reference, exc)
+            outcomes.append(BuildFailure(plan.reference, exc))
+    return outcomes
 
 
 def check_lock(project: Project) -> bool:
@@ -100,51 +172,80 @@ def check_lock(project: Project) -> bool:
 
 
 def build_plan(project: Project, plan: ImageIdentity, *, push: bool = False, force: bool = False,
-               no_cache: bool = False, reporter: Reporter, verify: Callable[[Project, BuildPlan, str], None] | None = None,
-               lock_checked: bool = True) -> BuildResult:
+               no_cache: bool = False, keep_failed: bool = False, reporter: Reporter,
+               verify: Callable[[Project, BuildPlan, str], None] | None = None,
+               lock_checked: bool = True, cache_from: tuple[str, ...] = (),
+               cache_to: tuple[str, ...] = ()) -> BuildResult:
     start = time.monotonic()
-    action = decide(plan, push=push, force=force)
-    if action == "skip":
-        return BuildResult(plan.reference, "up to date", None, None, None, time.monotonic() - start)
+    decision = decide(plan, push=push, force=force)
+    if decision.action == "skip":
+        return BuildResult(plan.reference, "up to date", None, decision.digest_reference, None,
+                           time.monotonic() - start)
     # One build per reference at a time, across processes; a waiter then finds it done.
     with locks.build_lock(plan.reference, on_wait=lambda s: reporter.step(
             f"waiting for another raybake that is building {plan.reference} ({s:.0f} s)")):
         if not force:
-            action = decide(plan, push=push, force=False)
-        if action == "skip":
-            return BuildResult(plan.reference, "up to date", None, None, None, time.monotonic() - start)
-        if action == "build":
+            decision = decide(plan, push=push, force=False)
+        if decision.action == "skip":
+            return BuildResult(plan.reference, "up to date", None, decision.digest_reference, None,
+                               time.monotonic() - start)
+        if decision.action == "build":
+            if decision.note:
+                reporter.step(f"{decision.note}; building it again")
             recipe = make_plan(project, plan)  # the base's Python and the lock's selection, before building
             if not lock_checked:
                 reporter.step(f"checking uv.lock with the Python of {plan.spec.base_image}")
                 check_lock_in_base(project, recipe)
             reporter.step(f"building {plan.reference} (Python {recipe.python} from {plan.spec.base_image})")
-            image_id = _build_image(project, recipe, reporter, no_cache=no_cache)
-            try:
-                if verify is not None:
-                    reporter.step(f"verifying the environment of {plan.reference}")
-                    verify(project, recipe, image_id)
-                docker.tag(image_id, plan.reference)
-            except BaseException:
-                docker.remove_image(image_id)  # never leave a rejected image behind
-                raise
+            cache = cache_options(plan.spec, push=push, cache_from=cache_from, cache_to=cache_to)
+            image_id = _build_image(project, recipe, reporter, no_cache=no_cache, cache=cache)
+            _verify_and_tag(project, plan, recipe, image_id, verify=verify, keep_failed=keep_failed,
+                            reporter=reporter)
         else:
             image_id = docker.local_image_id(plan.reference)
         digest_ref = None
         if push:
             reporter.step(f"pushing {plan.reference}")
-            digest_ref = docker.push(plan.reference)
-    status = {"build": "built and pushed" if push else "built", "push": "pushed"}[action]
+            digest_ref = docker.push(plan.reference)  # the digest of exactly this (verified) image
+    status = {"build": "built and pushed" if push else "built", "push": "pushed"}[decision.action]
     return BuildResult(plan.reference, status, image_id, digest_ref,
                        docker.image_size(plan.reference), time.monotonic() - start)
 
 
-def _build_image(project: Project, plan: BuildPlan, reporter: Reporter, *, no_cache: bool) -> str:
+def rejected_reference(plan: ImageIdentity, image_id: str) -> str:
+    """Where --keep-failed keeps an image that failed verification: never a lock-hash tag."""
+    return f"{plan.spec.repository}:rejected-{plan.spec.name}-{image_id.removeprefix('sha256:')[:12]}"
+
+
+def _verify_and_tag(project: Project, plan: ImageIdentity, recipe: BuildPlan, image_id: str, *,
+                    verify: Callable[[Project, BuildPlan, str], None] | None, keep_failed: bool,
+                    reporter: Reporter) -> None:
+    """Tag the built image only when verification passes; otherwise remove it
+    (or, with ``keep_failed``, keep it under rejected_reference)."""
+    try:
+        if verify is not None:
+            reporter.step(f"verifying the environment of {plan.reference}")
+            verify(project, recipe, image_id)
+        docker.tag(image_id, plan.reference)
+    except VerificationFailed as exc:
+        if not keep_failed:
+            docker.remove_image(image_id)
+            raise
+        kept = rejected_reference(plan, image_id)
+        docker.tag(image_id, kept)
+        raise VerificationFailed(
+            f"{exc.message}\nthe rejected image is kept for inspection as {kept}",
+            fix=f"{exc.fix} (look inside with `docker run --rm -it --entrypoint sh {kept}`; "
+                f"remove it with `docker image rm {kept}`)") from None
+    except BaseException:
+        docker.remove_image(image_id)  # never leave a rejected or half-checked image behind
+        raise
+
+
+def _build_image(project: Project, plan: BuildPlan, reporter: Reporter, *, no_cache: bool,
+                 cache: CacheOptions) -> str:
     """Build into an untagged image; return its ID. Temporary files never outlive the call."""
-    scratch = cache_dir() / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="build-", dir=scratch) as tmp:
-        tmpdir = Path(tmp)
+    with scratch_dir("build-") as tmpdir:
         context = tmpdir / "context"
         for f in plan.context_files:
             dest = context / f.target
@@ -174,4 +275,7 @@ def _build_image(project: Project, plan: BuildPlan, reporter: Reporter, *, no_ca
             platform=plan.spec.platform,
             metadata_file=tmpdir / "metadata.json",
             cache=not no_cache,
+            cache_from=cache.cache_from,
+            cache_to=cache.cache_to,
+            compression=plan.spec.compression,
         ), on_line=reporter.build_line)

@@ -64,10 +64,37 @@ def cli(verbose: bool) -> None:
                         format="%(name)s: %(message)s")
 
 
+EXIT_CRASH = 3  # a bug in raybake; 1 stays "findings" (a hook must not read a crash as one), 2 errors
+
+
 def _terminate(signum, frame):
-    # SIGTERM unwinds like Ctrl-C, so `finally` blocks remove temporary
-    # contexts and no half-built image is tagged.
+    # SIGTERM unwinds like Ctrl-C, so `finally` blocks stop child processes,
+    # remove temporary contexts and no half-built image is tagged. A second
+    # SIGTERM must not cut that cleanup short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
+
+
+def _save_traceback() -> str:
+    """Write the current exception's traceback to a log file; return where (or why not)."""
+    import tempfile
+    import time
+    import traceback
+
+    from raybake.paths import cache_dir
+
+    text = f"raybake {__version__}, argv {sys.argv!r}\n{traceback.format_exc()}"
+    name = f"crash-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    for directory in (lambda: cache_dir() / "logs", lambda: tempfile.gettempdir()):
+        try:
+            path = os.path.join(directory(), name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            return f"the traceback is in {path}"
+        except OSError:
+            continue
+    return "the traceback could not be saved (no writable cache or temp directory)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,13 +102,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="raybake", standalone_mode=False)
     except RaybakeError as exc:
-        from raybake.console import err
+        from raybake.console import print_error
 
-        err().print("[bold red]error:[/] ", end="")
-        err().print(exc.message, markup=False)
-        if exc.fix:
-            err().print("[bold]fix:[/] ", end="")
-            err().print(exc.fix, markup=False)
+        print_error(exc)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
@@ -94,3 +117,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback for the report
+        where = _save_traceback()
+        summary = (str(exc).splitlines() or [""])[0][:300]
+        click.echo(f"error: raybake failed unexpectedly ({type(exc).__name__}: {summary}); {where} "
+                   "- please report it", err=True)
+        sys.exit(EXIT_CRASH)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from functools import cache
 
 from raybake.build import Reporter
+from raybake.errors import RaybakeError
 
 
 @cache
@@ -16,12 +17,25 @@ def err():
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def print_error(exc: RaybakeError) -> None:
+    """The one-paragraph form of every error: `error: ...` then `fix: ...`."""
+    err().print("[bold red]error:[/] ", end="")
+    err().print(exc.message, markup=False)
+    if exc.fix:
+        err().print("[bold]fix:[/] ", end="")
+        err().print(exc.fix, markup=False)
+
+
 class ConsoleReporter(Reporter):
     def step(self, message: str) -> None:
         err().print(f"[bold cyan]raybake[/]: {message}")
 
     def build_line(self, line: str) -> None:
         err().print(line, style="dim", markup=False)
+
+    def failed(self, reference: str, error: RaybakeError) -> None:
+        err().print(f"[bold cyan]raybake[/]: {reference} failed; going on with the other images")
+        print_error(error)
 
     def job_line(self, line: str) -> None:
         # The job's own output is the user's: stdout, unstyled.

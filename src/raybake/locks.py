@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,8 +10,7 @@ from pathlib import Path
 
 from raybake.errors import RaybakeError
 from raybake.paths import cache_dir
-
-DEFAULT_WAIT_SECONDS = 3600.0
+from raybake.settings import LOCK_TIMEOUT
 
 
 def lock_dir() -> Path:
@@ -30,7 +28,7 @@ def build_lock(key: str, *, on_wait: Callable[[float], None] = lambda s: None,
     can block the next build."""
     from filelock import FileLock, Timeout  # imported only when a lock is needed
 
-    timeout = float(os.environ.get("RAYBAKE_LOCK_TIMEOUT", DEFAULT_WAIT_SECONDS)) if timeout is None else timeout
+    timeout = LOCK_TIMEOUT.value() if timeout is None else timeout
     name = hashlib.sha256(key.encode()).hexdigest()[:24] + ".lock"
     lock = FileLock(lock_dir() / name)
     start = time.monotonic()

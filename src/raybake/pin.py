@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from raybake.errors import ImageMissing, ProjectError, StaleError
+from raybake.errors import ImageMissing, ProjectError, StaleError, UnknownPinVersion
 from raybake.files import atomic_write
 from raybake.project import Project
 
@@ -73,9 +73,12 @@ def parse_pin(text: str, where: str = PIN_FILE) -> dict[str, str]:
         raise ProjectError(f"{where} must hold a JSON object, not {type(data).__name__}", fix=fix)
     version = data.get("version")
     if version != PIN_VERSION:
-        if isinstance(version, int) and version > PIN_VERSION:
-            raise ProjectError(f"{where} has pin format version {version}; this raybake reads "
-                               f"version {PIN_VERSION}", fix="upgrade raybake to the release that wrote it")
+        if version is not None:  # a format raybake does not know: never rewritten over
+            newer = isinstance(version, int) and version > PIN_VERSION
+            raise UnknownPinVersion(
+                f"{where} has pin format version {version!r}; this raybake reads version {PIN_VERSION}",
+                fix="upgrade raybake to the release that wrote it" if newer else
+                f"set \"version\": {PIN_VERSION} if it was edited by hand, or delete the file and run `raybake pin`")
         raise ProjectError(f"{where} has no valid \"version\" (expected {PIN_VERSION}, got {version!r})",
                            fix=fix)
     images = data.get("images")
@@ -185,6 +188,8 @@ def update_pin(project: Project, *, check: bool = False,
         if on_disk is not None:
             try:
                 old = parse_pin(on_disk, "the file")
+            except UnknownPinVersion as exc:
+                raise UnknownPinVersion(exc.message.replace("the file", str(path), 1), exc.fix) from None
             except ProjectError as exc:
                 invalid = exc.message
         changes = tuple(diff_pins(old, images))

@@ -243,7 +243,8 @@ def build_image(req: BuildRequest, on_line: Callable[[str], None]) -> str:
     except ToolTimeout:
         raise BuildError(f"the image build did not finish within {timeout:.0f} s and was stopped:\n"
                          f"{_failure_detail(tail) or chr(10).join(tail[-5:])}",
-                         fix=f"a download or the base image pull stalled: check network/proxy settings, or raise "
+                         fix=f"a download, the base image pull or a cache export stalled: check network/proxy "
+                             f"settings and the registry, or raise "
                              f"{BUILD_TIMEOUT.variable} for a build that needs longer") from None
     if code != 0:
         mapped = _engine_error("\n".join(tail))

@@ -1,17 +1,27 @@
-"""The one place raybake starts a subprocess (Docker goes through python-on-whales)."""
+"""The one place raybake starts a subprocess.
+
+Children run in a process group of their own, and raybake ends that group
+itself whenever it stops waiting for one: on a time limit, on Ctrl-C or
+SIGTERM (which reach raybake, not the group), on any error. So no
+`docker buildx build` or `docker push` outlives the raybake that started it."""
 
 from __future__ import annotations
 
 import logging
 import os
 import shlex
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from raybake.errors import ToolError
+from raybake.errors import ToolError, ToolTimeout
 
 log = logging.getLogger("raybake.run")
+STOP_GRACE_SECONDS = 10.0  # after SIGTERM, before SIGKILL: docker CLIs cancel their request in this time
 
 
 def run(
@@ -21,23 +31,112 @@ def run(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     check: bool = True,
+    on_abort: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a command, capture its output, raise ``ToolError`` when it fails.
+    """Run a command, capture its output, raise ``ToolError`` when it fails
+    (``ToolTimeout`` when it ran out of ``timeout`` seconds and was stopped).
 
-    ``env`` is added to the current environment, not a replacement for it."""
+    ``env`` is added to the current environment, not a replacement for it.
+    ``on_abort`` runs first when raybake stops waiting early, before the
+    command is stopped (e.g. to remove the container a `docker run` waits for)."""
+    args = _args(argv)
+    with _started(args, cwd=cwd, env=env, on_abort=on_abort, stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ToolTimeout(f"{shlex.join(args)} did not finish within {timeout:.0f} s",
+                              seconds=timeout or 0) from None
+    result = subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+    if check and proc.returncode != 0:
+        raise ToolError(f"{shlex.join(args)} failed (exit {proc.returncode}):\n"
+                        f"{(stderr or stdout).strip()}")
+    return result
+
+
+def stream(
+    argv: Sequence[str | os.PathLike[str]],
+    on_line: Callable[[str], None],
+    *,
+    timeout: float | None = None,
+) -> int:
+    """Run a command, passing each line of its output (stdout and stderr) to
+    ``on_line`` as it comes; return its exit code. ``ToolTimeout`` when it ran
+    out of ``timeout`` seconds and was stopped."""
+    args = _args(argv)
+    with _started(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            _stop(proc)
+
+        timer = threading.Timer(timeout, expire) if timeout else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                on_line(line.rstrip("\n"))
+            code = proc.wait()
+        finally:
+            if timer:
+                timer.cancel()
+        if expired.is_set():
+            raise ToolTimeout(f"{shlex.join(args)} did not finish within {timeout:.0f} s", seconds=timeout or 0)
+        return code
+
+
+def _args(argv: Sequence[str | os.PathLike[str]]) -> list[str]:
     args = [os.fspath(a) for a in argv]
     log.debug("run: %s", shlex.join(args))
+    return args
+
+
+@contextmanager
+def _started(args: list[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
+             on_abort: Callable[[], None] | None = None, **pipes) -> Iterator[subprocess.Popen[str]]:
+    """Start ``args`` in a new session; whatever ends the ``with`` early stops its whole group."""
     full_env = {**os.environ, **env} if env else None
     try:
-        proc = subprocess.run(
-            args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-        )
+        proc = subprocess.Popen(args, cwd=cwd, env=full_env, text=True, errors="replace",
+                                start_new_session=True, **pipes)
     except FileNotFoundError as exc:
         raise ToolError(f"{args[0]} is not installed or not on PATH",
                         fix=f"install {Path(args[0]).name}") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise ToolError(f"{shlex.join(args)} did not finish within {timeout:.0f} s") from exc
-    if check and proc.returncode != 0:
-        raise ToolError(f"{shlex.join(args)} failed (exit {proc.returncode}):\n"
-                        f"{(proc.stderr or proc.stdout).strip()}")
-    return proc
+    try:
+        yield proc
+    except BaseException:
+        try:
+            if on_abort is not None:
+                on_abort()
+        finally:
+            _stop(proc)
+        raise
+    finally:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe:
+                pipe.close()
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM to the child's process group, SIGKILL to what is left of it
+    after the grace time (the docker CLI runs buildx as a child of its own)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the leader, or the group never empties
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    proc.wait()
