@@ -47,3 +47,73 @@ def test_unknown_cache_types_are_refused_with_the_forms_that_work(value):
     with pytest.raises(SpecError) as err:
         normalize(value, export=False)
     assert "type=registry,ref=" in err.value.fix
+
+
+# --------------------------------------------------------------------------- on the real engine and registry
+
+import json  # noqa: E402
+import re  # noqa: E402
+import subprocess  # noqa: E402
+import uuid  # noqa: E402
+
+from helpers import docker, raybake  # noqa: E402
+
+from raybake.tools.uv import uv_bin  # noqa: E402
+
+HEAVY = '\n[tool.raybake]\nheavy_packages = ["six"]\n'
+
+
+def steps(output: str) -> dict[str, str]:
+    """BuildKit's plain progress: step number -> its header line, with "CACHED" appended when it was."""
+    headers = dict(re.findall(r"^(#\d+) (\[.*)$", output, re.M))
+    for number in re.findall(r"^(#\d+) CACHED$", output, re.M):
+        if number in headers:
+            headers[number] += " CACHED"
+    return headers
+
+
+@pytest.mark.engine
+def test_fresh_runner_takes_the_lower_layers_from_the_registry_cache(engine, copy_fixture):
+    """Build and push (the cache goes next to the image), forget everything local,
+    add a dependency: the pinned lower layer comes from the registry's cache."""
+    root = copy_fixture("small")
+    with (root / "pyproject.toml").open("a") as f:
+        f.write(HEAVY)
+    repository = f"{engine.registry}/raybake-test/cache{uuid.uuid4().hex[:10]}"
+    env = engine.env(RAYBAKE_REPOSITORY=repository)
+    first = raybake("build", "--push", "-C", str(root), env=env, timeout=900)
+    assert f"exporting cache to registry" in first.stderr + first.stdout
+    cache_ref = f"{repository}:buildcache-default"
+    assert docker("buildx", "imagetools", "inspect", cache_ref).returncode == 0
+    reference = raybake("tag", "-C", str(root), env=env).stdout.strip()
+    # A fresh runner: neither the image nor any build cache here.
+    docker("image", "rm", reference)
+    docker("buildx", "prune", "-af")
+    text = (root / "pyproject.toml").read_text()
+    (root / "pyproject.toml").write_text(text.replace('dependencies = ["six==1.17.0"]',
+                                                      'dependencies = ["six==1.17.0", "tabulate==0.9.0"]'))
+    subprocess.run([str(uv_bin()), "lock", "-q"], cwd=root, check=True)
+    second = raybake("build", "-C", str(root), env=env, timeout=900)
+    output = second.stderr + second.stdout
+    assert f"importing cache manifest from {cache_ref}" in output
+    headers = steps(output)
+    six = [h for h in headers.values() if "RUN" in h and "six" in h and "tabulate" not in h]
+    assert six and all(h.endswith(" CACHED") for h in six), headers
+    # The top layer (uv sync of the new lock) is built, not taken from the cache.
+    assert any("RUN" in h and not h.endswith(" CACHED") for h in headers.values()), headers
+
+
+@pytest.mark.engine
+def test_zstd_image_builds_verifies_and_reaches_the_registry_as_zstd(engine, copy_fixture):
+    root = copy_fixture("small")
+    with (root / "pyproject.toml").open("a") as f:
+        f.write('\n[tool.raybake]\ncompression = "zstd"\n')
+    repository = f"{engine.registry}/raybake-test/zstd{uuid.uuid4().hex[:10]}"
+    env = engine.env(RAYBAKE_REPOSITORY=repository)
+    raybake("build", "--push", "-C", str(root), env=env, timeout=900)
+    reference = raybake("tag", "-C", str(root), env=env).stdout.strip()
+    raybake("verify", reference, "-C", str(root), env=env, timeout=600)
+    manifest = json.loads(docker("buildx", "imagetools", "inspect", "--raw", reference).stdout)
+    types = {layer["mediaType"] for layer in manifest["layers"]}
+    assert types == {"application/vnd.oci.image.layer.v1.tar+zstd"}, types
+    docker("image", "rm", reference)
