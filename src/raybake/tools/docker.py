@@ -21,6 +21,7 @@ from typing import Any
 from raybake.contract import LABEL_INPUT_HASH
 from raybake.errors import BuildError, EngineError, InvalidReference, RegistryError, ToolTimeout
 from raybake.settings import BUILD_TIMEOUT, PUSH_TIMEOUT, REGISTRY_TIMEOUT
+from raybake.tools.docker_errors import DockerFailure, classify
 from raybake.tools.run import run, stream
 
 log = logging.getLogger("raybake.docker")
@@ -48,14 +49,13 @@ def _docker_exception() -> type[Exception]:
 def _engine_error(text: str) -> EngineError | InvalidReference | None:
     """The typed raybake error for what the docker CLI printed, when the engine
     (not the request) failed, or when a name was refused; else None."""
-    if "Cannot connect to the Docker daemon" in text or "Is the docker daemon running" in text:
+    kind, evidence = classify(text)
+    if kind is DockerFailure.DAEMON_DOWN:
         return EngineError("the Docker daemon is not reachable", fix=ENGINE_FIX)
-    if "buildx" in text and ("is not a docker command" in text or "component is missing" in text):
+    if kind is DockerFailure.BUILDX_MISSING:
         return EngineError("Docker's buildx plugin (BuildKit) is missing", fix=BUILDX_FIX)
-    m = re.search(r"invalid reference format[^\n]*|repository name must not be more than \d+ characters"
-                  r"|invalid tag format[^\n]*", text)
-    if m:
-        return InvalidReference(f"Docker refuses the image name: {m.group(0)}",
+    if kind is DockerFailure.BAD_NAME:
+        return InvalidReference(f"Docker refuses the image name: {evidence}",
                                 fix="image names are lowercase, the repository at most 255 characters and the "
                                     "tag at most 128: shorten `repository` (RAYBAKE_REPOSITORY) or the spec name")
     return None
@@ -151,14 +151,13 @@ def registry_image(reference: str, platform: str | None = None) -> RegistryImage
             raise RegistryError(f"the registry's description of {reference} is not readable: {text[:300]}",
                                 fix=REGISTRY_FIX) from None
         return RegistryImage(data["digest"], _config_label(data.get("image"), platform, LABEL_INPUT_HASH))
-    lowered = text.lower()
-    if "no such manifest" in lowered or "manifest unknown" in lowered or ": not found" in lowered:
+    kind, _ = classify(text)
+    if kind is DockerFailure.NOT_FOUND:
         return None
-    if "unauthorized" in lowered or "denied" in lowered:
+    if kind is DockerFailure.UNAUTHORIZED:
         raise RegistryError(f"the registry refused access to {reference}: {text}",
                             fix="log in with `docker login <registry>` or fix the credentials")
-    if any(s in lowered for s in ("connection refused", "no such host", "i/o timeout", "dial tcp",
-                                  "connection reset", "eof", "tls handshake timeout", "network is unreachable")):
+    if kind in (DockerFailure.UNREACHABLE, DockerFailure.TLS):
         raise RegistryError(f"cannot tell whether {reference} exists: the registry did not answer ({text})",
                             fix=REGISTRY_FIX)
     raise RegistryError(f"cannot tell whether {reference} exists: the registry's reply makes no sense as a "
@@ -269,18 +268,22 @@ def _failure_detail(lines: list[str]) -> str:
     return "\n".join([*step[-15:], *errors[-2:]]).strip()
 
 
+_BUILD_FIXES = {
+    DockerFailure.NO_BRIDGE: "this daemon has no bridge network: set `network: host` in the spec or "
+                             "RAYBAKE_NETWORK=host",
+    DockerFailure.BASE_UNAVAILABLE: "the base image is neither local nor pullable: `docker pull` it, `docker load` "
+                                    "it, or set base_image (RAYBAKE_BASE_IMAGE) to an image in `docker images`",
+    DockerFailure.UNAUTHORIZED: "a registry or index refused the credentials: `docker login` to the base image's "
+                                "registry; for a private package index, pass its credentials with index_secrets",
+    DockerFailure.TLS: "HTTPS goes through a proxy: set ca_bundle (or RAYBAKE_CA_BUNDLE) to its CA bundle",
+    DockerFailure.INDEX_UNREACHABLE: "the package index is unreachable from the build: check network/proxy "
+                                     "settings and the index URL",
+}
+
+
 def _build_fix(detail: str) -> str:
-    if "network bridge not found" in detail:
-        return "this daemon has no bridge network: set `network: host` in the spec or RAYBAKE_NETWORK=host"
-    if "pull access denied" in detail or "failed to resolve source metadata" in detail or \
-            "failed to do request" in detail and "FROM" in detail:
-        return ("the base image is neither local nor pullable: `docker pull` it, `docker load` it, "
-                "or set base_image (RAYBAKE_BASE_IMAGE) to an image in `docker images`")
-    if "certificate" in detail.lower() or "tls" in detail.lower():
-        return "HTTPS goes through a proxy: set ca_bundle (or RAYBAKE_CA_BUNDLE) to its CA bundle"
-    if "Failed to fetch" in detail or "error sending request" in detail or "dns error" in detail:
-        return "the package index is unreachable from the build: check network/proxy settings and the index URL"
-    return "read uv's or the step's output above; fix the spec or the lock and build again"
+    return _BUILD_FIXES.get(classify(detail)[0],
+                            "read uv's or the step's output above; fix the spec or the lock and build again")
 
 
 def tag(image_id: str, reference: str) -> None:
