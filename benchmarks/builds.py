@@ -18,12 +18,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import (BASELINES, CA_BUNDLE, EXAMPLE, LOGS, REPO, SMALL_DEP, WORK, add_dependency, edit_source,
-                    error_summary, fresh_copy, locked_version, log, pin_dependency, previous_release,
-                    raybake_build, raybake_env, run_logged, uv_binary, wait_for_idle_builder,
-                    wait_for_quiet_machine)
-from images import (changed_layers, image_id, image_size, images_labelled, images_matching, other_refs_of,
-                    prune_build_cache, remove_images, tag_and_push, unpacked_size)
+from common import (
+    BASELINES,
+    CA_BUNDLE,
+    EXAMPLE,
+    LOGS,
+    REPO,
+    SMALL_DEP,
+    WORK,
+    add_dependency,
+    edit_source,
+    error_summary,
+    fresh_copy,
+    locked_version,
+    log,
+    pin_dependency,
+    previous_release,
+    raybake_build,
+    raybake_env,
+    run_logged,
+    uv_binary,
+    wait_for_idle_builder,
+    wait_for_quiet_machine,
+)
+
+from images import (
+    changed_layers,
+    image_id,
+    image_size,
+    images_labelled,
+    images_matching,
+    other_refs_of,
+    prune_build_cache,
+    remove_images,
+    tag_and_push,
+    unpacked_size,
+)
 from raybake.tools import docker
 
 SCENARIOS = ("cold", "noop", "source", "small_dep", "heavy_dep")
@@ -153,6 +183,8 @@ class BuildBench:
                 self.rows.append(row)
                 log(f"  {scenario}: FAILED ({row.error})")
                 continue
+            if not wait_for_idle_builder(max_wait=180):
+                row.notes.append("other builds ran on the engine at the same time")
             code, seconds, ref = self.build(tool, project, run, scenario, logfile, series)
             row.seconds = seconds
             if code != 0 or ref is None:
@@ -194,7 +226,7 @@ class BuildBench:
         return self.rows
 
 
-_CACHED = re.compile(r"^#\d+ CACHED$", re.M)
+_CACHED = re.compile(r"^#\d+ CACHED$", re.MULTILINE)
 
 
 def cached_steps(logfile: Path) -> int:

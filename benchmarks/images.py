@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from common import capture
+
 from raybake.tools import docker
 from raybake.tools.run import run
 

@@ -20,10 +20,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from builds import TOOL_LABELS, Baselines
-from common import (LOGS, REPO, SMALL_DEP, WORK, add_dependency, error_summary, fresh_copy, log, raybake_build,
-                    raybake_env, run_logged, wait_for_quiet_machine)
+from common import (
+    LOGS,
+    REPO,
+    SMALL_DEP,
+    WORK,
+    add_dependency,
+    error_summary,
+    fresh_copy,
+    log,
+    raybake_build,
+    raybake_env,
+    run_logged,
+    wait_for_quiet_machine,
+)
+
 from images import layer_blobs, layer_media_types, layer_types, registry_blob, remove_images
-from raybake.tools.run import run
+from raybake.tools.run import run as run_command
 
 VARIANTS = ("raybake", "raybake_zstd", "pip", "uv")
 VARIANT_LABELS = {"raybake": "raybake (gzip)", "raybake_zstd": "raybake, `compression: zstd`",
@@ -108,7 +121,7 @@ def decompress_seconds(reference: str, digests: list[str], media_types: dict[str
             files.append((path, "zstd" if media_types[digest].endswith("zstd") else "gzip"))
         start = time.perf_counter()
         for path, tool in files:
-            run(["sh", "-c", f'{tool} -dc "$1" > /dev/null', "sh", str(path)], timeout=600)
+            run_command(["sh", "-c", f'{tool} -dc "$1" > /dev/null', "sh", str(path)], timeout=600)
         return time.perf_counter() - start
 
 

@@ -18,10 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import (CA_BUNDLE, CONTAINER_CA, LOGS, REPO, WORK, error_summary, fresh_copy, log, raybake_build,
-                    raybake_env, uv_lock, wait_for_quiet_machine)
+from common import (
+    CA_BUNDLE,
+    CONTAINER_CA,
+    LOGS,
+    REPO,
+    WORK,
+    error_summary,
+    fresh_copy,
+    log,
+    raybake_build,
+    raybake_env,
+    uv_lock,
+    wait_for_quiet_machine,
+)
+
 from raybake.localcluster import local_cluster
-from raybake.tools.run import run
+from raybake.tools.run import run as run_command
 
 RAY_MODES = ("prebuilt", "pip", "uv", "uv_run")
 NODE_MODES = ("prebuilt", "uv", "uv_run")  # the multi-node comparison the issue asks for
@@ -126,7 +139,7 @@ def node_logs(container: str, pattern: str | None = None, tail: int = 30) -> str
         script = ("cd /tmp/ray/session_latest/logs 2>/dev/null && "
                   "for f in runtime_env_setup-*.log runtime_env_agent.log python-core-worker-*.log "
                   f"worker-*.err raylet.out; do [ -f \"$f\" ] && echo \"== $f\" && tail -n {tail} \"$f\"; done")
-    return run(["docker", "exec", container, "sh", "-c", script], check=False, timeout=60).stdout[-20000:]
+    return run_command(["docker", "exec", container, "sh", "-c", script], check=False, timeout=60).stdout[-20000:]
 
 
 class RayBench:

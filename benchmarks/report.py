@@ -9,8 +9,16 @@ from typing import Any
 from builds import FRESH_TOOLS, SCENARIO_LABELS, SCENARIOS, TOOL_LABELS, TOOLS
 from common import median
 from pulls import KIND_LABELS, KINDS, VARIANT_LABELS, VARIANTS
-from raystart import (ACTORS_PER_NODE, NODE_MODES, RAY_ACTORS, RAY_MODE_LABELS, RAY_MODE_NOTES, RAY_MODES,
-                      REGISTER_TIMEOUT_S, WORKER_NODES)
+from raystart import (
+    ACTORS_PER_NODE,
+    NODE_MODES,
+    RAY_ACTORS,
+    RAY_MODE_LABELS,
+    RAY_MODE_NOTES,
+    RAY_MODES,
+    REGISTER_TIMEOUT_S,
+    WORKER_NODES,
+)
 
 
 def _cell(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:

@@ -24,10 +24,19 @@ from typing import Any
 
 from builds import BuildBench, FreshRunnerBench
 from common import CA_BUNDLE, EXAMPLE, LOGS, RESULTS, WORK, capture, engine_facts
-from images import image_id
 from pulls import PullBench
 from raystart import NODE_MODES, RAY_MODES, RayBench
-from report import chart, markdown, summarize_builds, summarize_fresh, summarize_pulls, summarize_ray, targets
+from report import (
+    chart,
+    markdown,
+    summarize_builds,
+    summarize_fresh,
+    summarize_pulls,
+    summarize_ray,
+    targets,
+)
+
+from images import image_id
 
 PARTS = ("build", "fresh", "pull", "ray", "nodes")
 

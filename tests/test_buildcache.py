@@ -1,10 +1,17 @@
 """Where a build's BuildKit cache comes from and goes to (raybake.buildcache)."""
 
+import json
+import re
+import subprocess
+import uuid
+
 import pytest
+from helpers import docker, raybake
 
 from raybake.buildcache import cache_options, default_cache_ref, normalize
 from raybake.errors import SpecError
 from raybake.spec import ImageSpec
+from raybake.tools.uv import uv_bin
 
 
 def spec(repository: str = "127.0.0.1:5000/team/app", **fields) -> ImageSpec:
@@ -51,22 +58,13 @@ def test_unknown_cache_types_are_refused_with_the_forms_that_work(value):
 
 # --------------------------------------------------------------------------- on the real engine and registry
 
-import json  # noqa: E402
-import re  # noqa: E402
-import subprocess  # noqa: E402
-import uuid  # noqa: E402
-
-from helpers import docker, raybake  # noqa: E402
-
-from raybake.tools.uv import uv_bin  # noqa: E402
-
 HEAVY = '\n[tool.raybake]\nheavy_packages = ["six"]\n'
 
 
 def steps(output: str) -> dict[str, str]:
     """BuildKit's plain progress: step number -> its header line, with "CACHED" appended when it was."""
-    headers = dict(re.findall(r"^(#\d+) (\[.*)$", output, re.M))
-    for number in re.findall(r"^(#\d+) CACHED$", output, re.M):
+    headers = dict(re.findall(r"^(#\d+) (\[.*)$", output, re.MULTILINE))
+    for number in re.findall(r"^(#\d+) CACHED$", output, re.MULTILINE):
         if number in headers:
             headers[number] += " CACHED"
     return headers
@@ -82,7 +80,7 @@ def test_fresh_runner_takes_the_lower_layers_from_the_registry_cache(engine, cop
     repository = f"{engine.registry}/raybake-test/cache{uuid.uuid4().hex[:10]}"
     env = engine.env(RAYBAKE_REPOSITORY=repository)
     first = raybake("build", "--push", "-C", str(root), env=env, timeout=900)
-    assert f"exporting cache to registry" in first.stderr + first.stdout
+    assert "exporting cache to registry" in first.stderr + first.stdout
     cache_ref = f"{repository}:buildcache-default"
     assert docker("buildx", "imagetools", "inspect", cache_ref).returncode == 0
     reference = raybake("tag", "-C", str(root), env=env).stdout.strip()
