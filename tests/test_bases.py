@@ -4,7 +4,6 @@ import json
 
 import pytest
 from helpers import docker, raybake
-
 from test_dockerfile import recipe
 
 from raybake.dockerfile import render

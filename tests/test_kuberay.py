@@ -268,7 +268,7 @@ def test_the_rayjob_runs_the_way_kuberay_submits_it(engine, example, served, uni
     submitter pod does it (`ray job submit --runtime-env-json ... -- ENTRYPOINT`
     in a shell, in the head's image) to a head running the image; the source
     comes from the zip at --working-dir-uri, fetched by the head."""
-    from raybake.jobs import local_head
+    from raybake.localcluster import local_head
 
     env = engine.env(RAYBAKE_REPOSITORY=unique_repo)  # a fresh build (from the layer cache): it has every label
     env.pop("RAY_ADDRESS", None)

@@ -1,7 +1,6 @@
 from pathlib import Path
 
 import pytest
-
 from helpers import billion_laughs
 
 from raybake.errors import SpecError

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from raybake import locks
 from raybake.buildcache import CacheOptions, cache_options
@@ -25,7 +25,9 @@ from raybake.errors import NoInterpreter, RaybakeError, RegistryError, Verificat
 from raybake.paths import scratch_dir
 from raybake.plan import CA_CONTEXT, CA_FILE, SOURCE_DATE_EPOCH, BuildPlan, ImageIdentity
 from raybake.planner import check_lock_in_base, identities_for, make_plan
+from raybake.progress import Reporter
 from raybake.project import Project, load_project
+from raybake.reference import Reference
 from raybake.spec import host_platform
 from raybake.tools import docker
 from raybake.tools.uv import lock_check, uv_bin_for
@@ -43,23 +45,12 @@ class BuildResult:
     seconds: float
 
 
-class Reporter:
-    """Where progress goes. The default says nothing; the CLI prints."""
+class Engine(Protocol):
+    """What decide() asks of the engine (raybake.tools.docker; a fake in unit tests)."""
 
-    def step(self, message: str) -> None: ...
+    def local_image(self, reference: str) -> docker.LocalImage | None: ...
 
-    def build_line(self, line: str) -> None: ...
-
-    def job_line(self, line: str) -> None: ...
-
-    def failed(self, reference: str, error: RaybakeError) -> None:
-        """One of several builds failed; the others go on."""
-
-
-def is_registry_repository(repository: str) -> bool:
-    """True when the repository names a registry host (``host[:port]/...``)."""
-    first, _, rest = repository.partition("/")
-    return bool(rest) and ("." in first or ":" in first or first == "localhost")
+    def registry_image(self, reference: str, platform: str | None = None) -> docker.RegistryImage | None: ...
 
 
 @dataclass(frozen=True)
@@ -80,14 +71,14 @@ def foreign_image(reference: str, found: str | None, want: str) -> str | None:
             f"{LABEL_INPUT_HASH} label is {found or '(none)'}, the plan's is {want}")
 
 
-def registry_digest_reference(reference: str, want: str, *, platform: str) -> str | None:
+def registry_digest_reference(reference: str, want: str, *, platform: str, engine: Engine = docker) -> str | None:
     """``repository@sha256:...`` of ``reference`` in its registry after checking
     that its input-hash label is ``want``; None when the tag is absent.
 
     A tag there that names another image (pushed by hand, overwritten) is an
     error naming both hashes: raybake never calls it up to date, pushes past it
     or names its digest."""
-    found = docker.registry_image(reference, platform)
+    found = engine.registry_image(reference, platform)
     if found is None:
         return None
     problem = foreign_image(reference, found.input_hash, want)
@@ -95,10 +86,10 @@ def registry_digest_reference(reference: str, want: str, *, platform: str) -> st
         raise RegistryError(f"{problem} (registry digest {found.digest})",
                             fix="push this plan's image over it with `raybake build --push --force` "
                                 "(or delete that tag in the registry)")
-    return f"{reference.rsplit(':', 1)[0]}@{found.digest}"
+    return str(Reference.parse(reference).with_digest(found.digest))
 
 
-def decide(plan: ImageIdentity, *, push: bool, force: bool) -> Decision:
+def decide(plan: ImageIdentity, *, push: bool, force: bool, engine: Engine = docker) -> Decision:
     """What a build of ``plan`` must do.
 
     An image counts only when its input-hash label is the plan's: a foreign
@@ -109,17 +100,19 @@ def decide(plan: ImageIdentity, *, push: bool, force: bool) -> Decision:
     if force:
         return Decision("build")
     want = plan.input_hash.hexdigest
-    local = docker.local_image(plan.reference)
+    local = engine.local_image(plan.reference)
     note = foreign_image(plan.reference, local.input_hash, want) if local is not None else None
     here = local is not None and note is None
     if push:
-        if (remote := registry_digest_reference(plan.reference, want, platform=plan.spec.platform)) is not None:
+        if (remote := registry_digest_reference(plan.reference, want, platform=plan.spec.platform,
+                                                engine=engine)) is not None:
             return Decision("skip", digest_reference=remote)
         return Decision("push") if here else Decision("build", note)
     if here:
         return Decision("skip")
-    if local is None and is_registry_repository(plan.spec.repository) and (
-            remote := registry_digest_reference(plan.reference, want, platform=plan.spec.platform)) is not None:
+    if local is None and Reference.parse(plan.reference).registry and (
+            remote := registry_digest_reference(plan.reference, want, platform=plan.spec.platform,
+                                                engine=engine)) is not None:
         return Decision("skip", digest_reference=remote)
     return Decision("build", note)
 
@@ -149,7 +142,7 @@ def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = F
     outcomes: list[BuildResult | BuildFailure] = []
     for plan in plans:
         try:
-            outcomes.append(build_plan(project, plan, push=push, force=force, no_cache=no_cache,
+            outcomes.append(ensure_image(project, plan, push=push, force=force, no_cache=no_cache,
                                        keep_failed=keep_failed, reporter=reporter, verify=verify,
                                        lock_checked=lock_checked, cache_from=cache_from, cache_to=cache_to))
         except RaybakeError as exc:
@@ -171,7 +164,7 @@ def check_lock(project: Project) -> bool:
     return True
 
 
-def build_plan(project: Project, plan: ImageIdentity, *, push: bool = False, force: bool = False,
+def ensure_image(project: Project, plan: ImageIdentity, *, push: bool = False, force: bool = False,
                no_cache: bool = False, keep_failed: bool = False, reporter: Reporter,
                verify: Callable[[Project, BuildPlan, str], None] | None = None,
                lock_checked: bool = True, cache_from: tuple[str, ...] = (),
@@ -258,7 +251,8 @@ def _build_image(project: Project, plan: BuildPlan, reporter: Reporter, *, no_ca
         uv_ctx = tmpdir / "uv"
         uv_ctx.mkdir()
         shutil.copy2(uv_bin_for(plan.spec.platform, host_platform()), uv_ctx / "uv")
-        os.utime(uv_ctx / "uv", (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))  # COPY keeps it: same bytes on every machine
+        # A fixed time: the named context, and so BuildKit's cache key, is the same on every machine.
+        os.utime(uv_ctx / "uv", (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH))
         ca_ctx = tmpdir / "ca"
         ca_ctx.mkdir()
         ca = plan.spec.ca_bundle  # this machine's proxy CA; never hashed

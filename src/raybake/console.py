@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from functools import cache
 
-from raybake.build import Reporter
 from raybake.errors import RaybakeError
+from raybake.progress import Reporter
 
 
 @cache

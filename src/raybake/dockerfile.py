@@ -10,7 +10,15 @@ import re
 import shlex
 
 from raybake.contract import PROJECT_DIR, UV_CACHE, VENV_PYTHON
-from raybake.plan import CA_CONTEXT, CA_FILE, SEAL_SCRIPT, BuildPlan, PinnedLayer, SyncLayer, base_dockerfile
+from raybake.plan import (
+    CA_CONTEXT,
+    CA_FILE,
+    SEAL_SCRIPT,
+    BuildPlan,
+    PinnedLayer,
+    SyncLayer,
+    base_dockerfile,
+)
 
 
 def render(plan: BuildPlan) -> str:

@@ -8,36 +8,35 @@ apply to the job's entrypoint, so the entrypoint names the image's interpreter."
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
 import shutil
-import socket
 import stat
-import tempfile
-import uuid
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from raybake import kuberay
-from raybake.build import build_plan, check_lock
-from raybake.contract import LABEL_PYTHON, SUBMIT_SCRIPT, VENV_BIN, VENV_PYTHON, in_image_source
-from raybake.errors import EngineError, JobConfigError, JobFailed, ProjectError, RegistryError, ToolError
+from raybake.contract import LABEL_PYTHON, VENV_PYTHON
+from raybake.errors import (
+    EngineError,
+    JobConfigError,
+    ProjectError,
+    RegistryError,
+    ToolError,
+)
 from raybake.plan import ImageIdentity
 from raybake.planner import identities_for
-from raybake.progress import Reporter, format_size
 from raybake.project import Project, load_project
+from raybake.reference import Reference
 from raybake.spec import stage_config
 from raybake.stage import StagedTree, ray_excludes, stage_project
 from raybake.tools import docker
-from raybake.tools.ray import client_version, submit_and_follow, wait_for_dashboard
-from raybake.verify import verify_or_raise
+from raybake.tools.ray import client_version
 
 SETUP_TIMEOUT_SECONDS = 600  # Ray's default; raised workers time out in registration otherwise
 HEAD_START_TIMEOUT = 120
@@ -314,47 +313,6 @@ def job_config(project_dir: Path, names: tuple[str, ...], fmt: str, *, entrypoin
                        working_dir=working_dir_uri)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass(frozen=True)
-class LocalHead:
-    container_id: str
-    address: str  # the dashboard's http address
-
-
-@contextmanager
-def local_head(image: str, *, on_step=lambda message: None) -> Iterator[LocalHead]:
-    """A one-node Ray cluster inside ``image`` on loopback, removed afterwards.
-
-    Host networking (no bridge on these daemons) and free ports, so that it
-    collides with nothing; every port Ray opens is chosen, none left at its default."""
-    ports = {name: _free_port() for name in (
-        "port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
-        "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
-        "node-manager-port", "object-manager-port")}
-    command = [f"{VENV_BIN}/ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-               "--dashboard-host=127.0.0.1", "--disable-usage-stats", "--include-dashboard=true",
-               *(f"--{k}={v}" for k, v in ports.items())]
-    address = f"http://127.0.0.1:{ports['dashboard-port']}"
-    on_step(f"starting a local Ray head in {image} ({address})")
-    container = docker.run_detached(image, command, name=f"raybake-head-{uuid.uuid4().hex[:10]}")
-    try:
-        try:
-            wait_for_dashboard(address, timeout=HEAD_START_TIMEOUT,
-                               is_alive=lambda: docker.container_running(container))
-        except ToolError as exc:
-            raise ToolError(f"{exc.message}\nthe head's last log lines:\n{docker.container_logs(container)}",
-                            fix="check that the image has ray[default] and that these ports are free") from None
-        yield LocalHead(container, address)
-    finally:
-        on_step("stopping the local Ray head")
-        docker.remove_container(container)
-
-
 def job_reference(project: Project, plan: ImageIdentity) -> str:
     """REPOSITORY:TAG a job config names: the pin when the project has one."""
     from raybake.pin import pinned_reference
@@ -365,86 +323,16 @@ def job_reference(project: Project, plan: ImageIdentity) -> str:
 def image_for_job(project: Project, plan: ImageIdentity) -> str:
     """The reference a job config names: the pin when the project has one, by
     digest when the image lives in a registry (a tag can move, a digest cannot)."""
-    from raybake.build import is_registry_repository, registry_digest_reference
+    from raybake.build import registry_digest_reference
 
     reference = job_reference(project, plan)
-    if is_registry_repository(plan.spec.repository):
+    if Reference.parse(reference).registry:
         # Only the digest of an image whose input-hash label matches: a pin names its tag's 16 digits.
-        want = plan.input_hash.hexdigest if reference == plan.reference else reference.rsplit("-", 1)[-1]
+        want = (plan.input_hash.hexdigest if reference == plan.reference
+                else (Reference.parse(reference).tag or "").rsplit("-", 1)[-1])
         digest_reference = registry_digest_reference(reference, want, platform=plan.spec.platform)
         if digest_reference is None:
             raise RegistryError(f"{reference} is not in its registry yet",
                                 fix="push it with `raybake build --push`")
         return digest_reference
     return reference
-
-
-def submit(project_dir: Path, names: tuple[str, ...], command: Sequence[str], *,
-           address: str | None = None, reporter: Reporter | None = None) -> str:
-    """Build if needed, stage, submit to ``address`` (or RAY_ADDRESS, or a local
-    head inside the image), stream the logs; return the job ID.
-
-    A client (this environment) whose Ray or Python differs from the image's
-    is refused: before building when the lock and spec tell, after it when
-    only the built image's label does."""
-    reporter = reporter or Reporter()
-    project = load_project(project_dir)
-    (plan,) = identities_for(project, names)
-    address = address or os.environ.get("RAY_ADDRESS")
-    # Before anything starts: no Ray in the image, or a client that cannot talk to it, no job.
-    image_ray = image_ray_version(locked_packages(project, plan), plan.spec.name)
-    client = Client.here() if address else None
-    if client is not None:
-        if client.ray is None:
-            raise ToolError("Ray is not installed where raybake runs, and submitting to --address needs a Ray "
-                            "job client", fix=f"install the image's Ray here: `uv pip install "
-                                              f"'ray[default]=={image_ray}'` (raybake's `ray` extra)")
-        check_client(client, image_ray=image_ray, image_python=plan.spec.python,
-                     requires_python=project.requires_python)
-    result = build_plan(project, plan, reporter=reporter, verify=verify_or_raise, lock_checked=check_lock(project))
-    reporter.step(f"image {plan.reference}: {result.status}")
-    if client is not None:
-        check_client(client, image_ray=image_ray, image_python=image_python(plan, plan.reference),
-                     requires_python=project.requires_python)
-    with tempfile.TemporaryDirectory(prefix="raybake-submit-") as tmp:
-        staged = stage_project(project, Path(tmp) / "working_dir")
-        reporter.step(f"staged {len(staged.files)} files ({format_size(staged.total_bytes)}) for working_dir")
-        if address:
-            config = ray_job_config(plan, staged, command, image=plan.reference)
-            reporter.step(f"submitting `{config['entrypoint']}` to {address}")
-            return submit_and_follow(address, on_log=reporter.job_line, head_outlives_job=True, **config)
-        with local_head(plan.reference, on_step=reporter.step) as local:
-            return _submit_in_image(plan, staged, command, local.address, reporter)
-
-
-IN_IMAGE_WORKING_DIR = "/raybake/working_dir"
-
-
-def _submit_in_image(plan: ImageIdentity, staged: StagedTree, command: Sequence[str], address: str,
-                     reporter: Reporter) -> str:
-    """Submit to raybake's own local head with the image's Ray client (a container
-    of the same image on the host network): the client's Ray and Python are the
-    cluster's by construction, whatever this machine has."""
-    config = ray_job_config(plan, staged, command, image=plan.reference)
-    config["runtime_env"]["working_dir"] = IN_IMAGE_WORKING_DIR  # the staged tree, mounted there
-    reporter.step(f"submitting `{config['entrypoint']}` to {address} with the image's Ray client")
-    marker = "@@RAYBAKE-JOB@@"
-    outcome: dict[str, str] = {}
-
-    def line(text: str) -> None:
-        if text.startswith(marker):
-            outcome.update(json.loads(text[len(marker):]))
-        else:
-            reporter.job_line(text)
-
-    code = docker.run_streaming(
-        plan.reference,
-        [VENV_PYTHON, "-c", in_image_source(SUBMIT_SCRIPT), json.dumps({"address": address, **config})],
-        on_line=line, mounts=((staged.path, IN_IMAGE_WORKING_DIR),))
-    if not outcome:
-        raise ToolError(f"the job could not be submitted to the local Ray head at {address} (exit {code})",
-                        fix="read the output above")
-    if outcome["status"] != "SUCCEEDED":
-        raise JobFailed(f"Ray job {outcome['job_id']} ended {outcome['status']}: {outcome['message']}".strip(),
-                        fix="read the job's log above (the local Ray head has been stopped with the job)")
-    return outcome["job_id"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -20,7 +21,6 @@ from pathlib import Path
 
 from raybake.contract import VENV_BIN
 from raybake.errors import ToolError
-from raybake.jobs import _free_port
 from raybake.tools import docker
 from raybake.tools.ray import alive_nodes, wait_for_dashboard
 
@@ -57,7 +57,7 @@ def _worker_ports(first: int) -> list[str]:
 
 
 def _node_args(index: int, cpus: int, worker_ports: int) -> list[str]:
-    ports = {name: _free_port() for name in NODE_PORTS}
+    ports = {name: free_port() for name in NODE_PORTS}
     return ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--num-cpus={cpus}",
             f"--object-store-memory={OBJECT_STORE_BYTES}",
             f"--resources={json.dumps({node_resource(index): NODE_RESOURCE_UNITS})}",
@@ -73,7 +73,7 @@ def local_cluster(image: str, *, workers: int = 2, cpus_per_node: int = 2,
     Yields once every node has joined. ``env`` and ``mounts`` (read-only,
     host path to container path) go to every node: Ray's runtime_env agent
     and the worker processes inherit the node's environment."""
-    head_ports = {name: _free_port() for name in HEAD_PORTS}
+    head_ports = {name: free_port() for name in HEAD_PORTS}
     gcs = f"127.0.0.1:{head_ports['port']}"
     address = f"http://127.0.0.1:{head_ports['dashboard-port']}"
     # Worker-port blocks below the ephemeral range, one per node, from a random
@@ -123,3 +123,48 @@ def _wait_for_nodes(address: str, expected: int, containers: list[str]) -> None:
         time.sleep(0.5)
     raise ToolError(f"only {count} of {expected} Ray nodes joined within {START_TIMEOUT:.0f} s",
                     fix="the machine may be overloaded: use fewer workers")
+
+
+HEAD_START_TIMEOUT = 120
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class LocalHead:
+    container_id: str
+    address: str  # the dashboard's http address
+
+
+@contextmanager
+def local_head(image: str, *, on_step=lambda message: None) -> Iterator[LocalHead]:
+    """A one-node Ray cluster inside ``image`` on loopback, removed afterwards.
+
+    Host networking (no bridge on these daemons) and free ports, so that it
+    collides with nothing; every port Ray opens is chosen, none left at its default."""
+    ports = {name: free_port() for name in (
+        "port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
+        "node-manager-port", "object-manager-port")}
+    command = [f"{VENV_BIN}/ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+               "--dashboard-host=127.0.0.1", "--disable-usage-stats", "--include-dashboard=true",
+               *(f"--{k}={v}" for k, v in ports.items())]
+    address = f"http://127.0.0.1:{ports['dashboard-port']}"
+    on_step(f"starting a local Ray head in {image} ({address})")
+    container = docker.run_detached(image, command, name=f"raybake-head-{uuid.uuid4().hex[:10]}")
+    try:
+        try:
+            wait_for_dashboard(address, timeout=HEAD_START_TIMEOUT,
+                               is_alive=lambda: docker.container_running(container))
+        except ToolError as exc:
+            raise ToolError(f"{exc.message}\nthe head's last log lines:\n{docker.container_logs(container)}",
+                            fix="check that the image has ray[default] and that these ports are free") from None
+        yield LocalHead(container, address)
+    finally:
+        on_step("stopping the local Ray head")
+        docker.remove_container(container)

@@ -12,8 +12,9 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
-from raybake.errors import ProjectError
 from packaging.utils import canonicalize_name
+
+from raybake.errors import ProjectError
 
 SUPPORTED_LOCK_VERSION = 1  # uv.lock `version` the bundled uv reads
 

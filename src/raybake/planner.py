@@ -20,12 +20,26 @@ from raybake.errors import EngineError
 from raybake.files import atomic_write
 from raybake.lockfile import parse_lock
 from raybake.paths import cache_dir
-from raybake.plan import (BuildPlan, ImageIdentity, identify, local_package_args, plan_build, resolve_python,
-                          uv_selection_args)
+from raybake.plan import (
+    BuildPlan,
+    ImageIdentity,
+    identify,
+    local_package_args,
+    plan_build,
+    resolve_python,
+    uv_selection_args,
+)
 from raybake.project import Project
 from raybake.spec import ImageSpec, load_specs, select
-from raybake.tools.uv import (export_requirements, lock_check_args, lock_memo, lock_verdict, remember_lock_check,
-                              uv_bin, uv_version)
+from raybake.tools.uv import (
+    export_requirements,
+    lock_check_args,
+    lock_memo,
+    lock_verdict,
+    remember_lock_check,
+    uv_bin,
+    uv_version,
+)
 
 # Every pythonX.Y a base image may carry, and its default python3.
 _PYTHON_NAMES = ("python3", *(f"python3.{minor}" for minor in range(8, 16)))

@@ -5,6 +5,11 @@ Modules that report progress import this, never the executor."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from raybake.errors import RaybakeError
+
 
 class Reporter:
     """Where progress goes. The default says nothing; the CLI prints."""
@@ -14,6 +19,9 @@ class Reporter:
     def build_line(self, line: str) -> None: ...
 
     def job_line(self, line: str) -> None: ...
+
+    def failed(self, reference: str, error: RaybakeError) -> None:
+        """One of several builds failed; the others go on."""
 
 
 def format_size(n: float | None) -> str:

@@ -48,7 +48,6 @@ from raybake.progress import format_size
 from raybake.project import Project, load_project
 from raybake.spec import StageConfig, stage_config
 
-
 # Never useful on a worker. build/ and dist/ are anchored (to the root here,
 # to each workspace member at stage time): a package named `build` deeper in
 # the source is code, not a build output.

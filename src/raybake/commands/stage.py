@@ -12,8 +12,8 @@ def stage(out: Path | None, project_dir: Path) -> None:
     caches, build outputs or secret-looking files (.env, keys, cloud credentials)
     unless [tool.raybake] stage_include names them."""
     from raybake.paths import cache_dir
-    from raybake.project import load_project
     from raybake.progress import format_size
+    from raybake.project import load_project
     from raybake.stage import stage_project
 
     project = load_project(project_dir)

@@ -18,7 +18,7 @@ def command(args: tuple[str, ...], address: str | None, project_dir: Path) -> No
     inside the built image on loopback and removed afterwards."""
     import os
 
-    from raybake.jobs import submit
+    from raybake.submission import submit
     from raybake.project import load_project
     from raybake.spec import load_specs
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import click
 
-from raybake.planner import identities_for
 from raybake.commands.options import project_option
+from raybake.planner import identities_for
 from raybake.project import load_project
 
 

@@ -1,0 +1,80 @@
+"""build.decide against a fake engine: what a build must do, without a daemon.
+(The real-engine cases stay in test_build.py.)"""
+
+from dataclasses import dataclass
+
+import pytest
+
+from raybake.build import decide
+from raybake.errors import RegistryError
+from raybake.plan import identify
+from raybake.project import load_project
+from raybake.spec import load_specs
+from raybake.tools.docker import LocalImage, RegistryImage
+
+
+@dataclass
+class FakeEngine:
+    local: LocalImage | None = None
+    remote: RegistryImage | None = None
+
+    def local_image(self, reference):
+        return self.local
+
+    def registry_image(self, reference, platform=None):
+        return self.remote
+
+
+@pytest.fixture(params=["local", "registry"])
+def plan(request, copy_fixture):
+    project = load_project(copy_fixture("small"))
+    repository = "small" if request.param == "local" else "registry.example.com/team/small"
+    (spec,) = load_specs(project, {"RAYBAKE_REPOSITORY": repository})
+    return identify(project, spec, uv_version="0.0.0")
+
+
+def image(plan, hash_=None):
+    return LocalImage("sha256:" + "1" * 64, 1, {"dev.raybake.input-hash": hash_ or plan.input_hash.hexdigest})
+
+
+def remote(plan, hash_=None):
+    return RegistryImage("sha256:" + "2" * 64, hash_ or plan.input_hash.hexdigest)
+
+
+def test_nothing_anywhere_is_built(plan):
+    assert decide(plan, push=False, force=False, engine=FakeEngine()).action == "build"
+
+
+def test_the_plans_own_image_is_up_to_date(plan):
+    assert decide(plan, push=False, force=False, engine=FakeEngine(local=image(plan))).action == "skip"
+
+
+def test_force_always_builds(plan):
+    assert decide(plan, push=False, force=True, engine=FakeEngine(local=image(plan))).action == "build"
+
+
+def test_a_foreign_local_image_under_the_tag_is_built_over(plan):
+    decision = decide(plan, push=False, force=False, engine=FakeEngine(local=image(plan, "f" * 64)))
+    assert decision.action == "build" and "f" * 64 in decision.note
+
+
+def test_push_skips_what_the_registry_has_and_names_its_digest(plan):
+    decision = decide(plan, push=True, force=False, engine=FakeEngine(local=image(plan), remote=remote(plan)))
+    assert decision.action == "skip" and decision.digest_reference.endswith("@sha256:" + "2" * 64)
+    assert ":default-" not in decision.digest_reference  # by digest, not by tag
+
+
+def test_push_of_an_image_built_here_only_pushes(plan):
+    assert decide(plan, push=True, force=False, engine=FakeEngine(local=image(plan))).action == "push"
+
+
+def test_a_foreign_image_in_the_registry_is_an_error_naming_both_hashes(plan):
+    with pytest.raises(RegistryError) as info:
+        decide(plan, push=True, force=False, engine=FakeEngine(remote=remote(plan, "e" * 64)))
+    assert "e" * 64 in info.value.message and plan.input_hash.hexdigest in info.value.message
+
+
+def test_without_push_a_registry_repository_asks_the_registry(plan):
+    decision = decide(plan, push=False, force=False, engine=FakeEngine(remote=remote(plan)))
+    named_registry = plan.spec.repository.startswith("registry.")
+    assert decision.action == ("skip" if named_registry else "build")
