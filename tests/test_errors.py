@@ -124,15 +124,14 @@ HTPASSWD = "user:$2b$12$.wS8WYdN6AOXGfv6QNTBtuEk1hKUCjPZ1dKcsh9w7pN54gK.N/Nru\n"
 @pytest.fixture
 def auth_registry(tmp_path):
     """A real registry on 127.0.0.1 that refuses anonymous access."""
-    import socket
     import subprocess
     import time
     import urllib.error
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from raybake.localcluster import free_port
+
+    port = free_port()
     (tmp_path / "htpasswd").write_text(HTPASSWD)
     (tmp_path / "config.yml").write_text(
         f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/data\n"
