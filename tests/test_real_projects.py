@@ -4,7 +4,8 @@ project's own code must then run from the staged source against the image, in a
 Ray job for the Ray apps. One build per fixture.
 
 Two fixtures pin a Python the offline base image (3.11.2) cannot give; raybake
-must say so before building anything."""
+must say so before building anything. One of them (>=3.12) builds on the
+offline trixie base (3.13)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ PLAIN = [
     RealProject("postmodern-mono", ".", "raybake-smoke postmodern ok"),
     RealProject("jasperhg90-uv-monorepo", ".", "raybake-smoke jasperhg90 ok two=2"),
 ]
+# A path source inside the tree that is not a member (lib = { path = "lib-fork" }).
+PATH_SOURCE = RealProject("vytharion-path-source", ".", "raybake-smoke vytharion ok")
 
 
 def _copy(real: RealProject, tmp_path: Path) -> Path:
@@ -66,13 +69,15 @@ def test_ray_app_builds_and_its_job_runs_the_project_code(real, engine, tmp_path
     assert real.marker in proc.stdout, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("real", PLAIN, ids=lambda r: r.id)
+@pytest.mark.parametrize("real", [*PLAIN, PATH_SOURCE], ids=lambda r: r.id)
 def test_project_builds_and_its_code_runs_from_the_staged_source(real, engine, tmp_path, unique_repo):
     """The job config's working_dir and PYTHONPATH, applied to the built image,
     run the project's entry script: members' code from source, their
     dependencies from the image."""
     project = _copy(real, tmp_path)
     env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
+    if real is PATH_SOURCE:  # requires-python >=3.12: the trixie base (3.13)
+        env["RAYBAKE_BASE_IMAGE"] = engine.trixie_base_image
     ref = _build(project, env)
     config = json.loads(raybake("job-config", "-C", str(project), "--entrypoint", "python raybake_smoke.py",
                                 env=env).stdout)

@@ -288,7 +288,7 @@ def job_config(project_dir: Path, names: tuple[str, ...], fmt: str, *, entrypoin
     locked = locked_packages(project, plan)
     # A KubeRay cluster runs Ray from the image: no Ray there, no manifest.
     ray_version = image_ray_version(locked, plan.spec.name) if fmt.startswith("kuberay") else locked.get("ray")
-    if fmt == "ray":
+    if fmt == "ray" and ray_version is not None:  # an image without Ray takes no Ray client
         client = Client.here()
         if client.ray is not None:
             try:
