@@ -37,3 +37,16 @@ def test_only_entries_changed_since_the_start_get_the_fixed_time(tmp_path):
     assert os.lstat(tmp_path / "new/link.py").st_mtime == 0
     assert (tmp_path / "new/file.py").stat().st_mtime == 0
     assert (tmp_path / "new").stat().st_mtime == 0
+
+
+def test_third_party_compile_warnings_stay_out_of_the_build_output(tmp_path, capfd):
+    """A dependency's invalid escape sequences warn when compiled; the build log is raybake's."""
+    import warnings
+
+    noisy = tmp_path / "noisy.py"
+    noisy.write_text('PATTERN = "\\d+"\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # what -W always or a newer Python would show
+        seal_layer.compile_one(str(noisy))
+    assert capfd.readouterr().err == ""
+    assert (tmp_path / "__pycache__").is_dir()
