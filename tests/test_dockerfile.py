@@ -1,5 +1,5 @@
 """Golden Dockerfiles. Regenerate with RAYBAKE_UPDATE_GOLDEN=1 after a deliberate change
-(and bump plan.TEMPLATE_VERSION: the template is part of the tag)."""
+(what render() emits is part of every tag through plan.template_digest)."""
 
 import os
 import re

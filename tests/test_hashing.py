@@ -130,6 +130,21 @@ def test_layer_split_rules_are_part_of_the_tag(copy_fixture, monkeypatch):
         plan.template_digest.cache_clear()
 
 
+def test_what_render_emits_is_part_of_the_tag(copy_fixture, monkeypatch):
+    """No version number to bump: a change to the generated Dockerfile changes every tag."""
+    from raybake import dockerfile, plan
+
+    root = copy_fixture("small")
+    before = reference(root)
+    monkeypatch.setattr(dockerfile, "_apt_layer", lambda packages: "RUN true")
+    plan.template_digest.cache_clear()
+    try:
+        assert reference(root) != before
+    finally:
+        monkeypatch.undo()
+        plan.template_digest.cache_clear()
+
+
 def tag_of(ref: str) -> str:
     return ref.rsplit(":", 1)[1]
 

@@ -14,14 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from raybake import locks
 from raybake.buildcache import CacheOptions, cache_options
 from raybake.certs import bundle_for_build
-from raybake.contract import LABEL_INPUT_HASH
 from raybake.dockerfile import render
-from raybake.errors import NoInterpreter, RaybakeError, RegistryError, VerificationFailed
+from raybake.errors import NoInterpreter, RaybakeError, VerificationFailed
 from raybake.paths import scratch_dir
 from raybake.plan import CA_CONTEXT, CA_FILE, SOURCE_DATE_EPOCH, BuildPlan, ImageIdentity
 from raybake.planner import check_lock_in_base, identities_for, make_plan
@@ -31,6 +30,7 @@ from raybake.reference import Reference
 from raybake.spec import host_platform
 from raybake.tools import docker
 from raybake.tools.uv import lock_check, uv_bin_for
+from raybake.trust import Engine, foreign_image, registry_digest_reference
 
 BuildStatus = Literal["built", "built and pushed", "pushed", "up to date"]
 
@@ -45,14 +45,6 @@ class BuildResult:
     seconds: float
 
 
-class Engine(Protocol):
-    """What decide() asks of the engine (raybake.tools.docker; a fake in unit tests)."""
-
-    def local_image(self, reference: str) -> docker.LocalImage | None: ...
-
-    def registry_image(self, reference: str, platform: str | None = None) -> docker.RegistryImage | None: ...
-
-
 @dataclass(frozen=True)
 class Decision:
     """What a build of a plan must do, and why."""
@@ -60,33 +52,6 @@ class Decision:
     action: Literal["skip", "push", "build"]  # "push": built here already, not in the registry yet
     note: str | None = None  # why an image present under the tag is built again
     digest_reference: str | None = None  # repository@sha256:... of the registry's image, when checked
-
-
-def foreign_image(reference: str, found: str | None, want: str) -> str | None:
-    """Why the image under ``reference`` is not the one whose input hash is
-    (or, for a tag's 16 digits, starts with) ``want``; None when it is."""
-    if found is not None and found.startswith(want):
-        return None
-    return (f"the image under {reference} is not raybake's build of this lock and spec: its "
-            f"{LABEL_INPUT_HASH} label is {found or '(none)'}, the plan's is {want}")
-
-
-def registry_digest_reference(reference: str, want: str, *, platform: str, engine: Engine = docker) -> str | None:
-    """``repository@sha256:...`` of ``reference`` in its registry after checking
-    that its input-hash label is ``want``; None when the tag is absent.
-
-    A tag there that names another image (pushed by hand, overwritten) is an
-    error naming both hashes: raybake never calls it up to date, pushes past it
-    or names its digest."""
-    found = engine.registry_image(reference, platform)
-    if found is None:
-        return None
-    problem = foreign_image(reference, found.input_hash, want)
-    if problem is not None:
-        raise RegistryError(f"{problem} (registry digest {found.digest})",
-                            fix="push this plan's image over it with `raybake build --push --force` "
-                                "(or delete that tag in the registry)")
-    return str(Reference.parse(reference).with_digest(found.digest))
 
 
 def decide(plan: ImageIdentity, *, push: bool, force: bool, engine: Engine = docker) -> Decision:

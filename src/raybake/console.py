@@ -40,14 +40,3 @@ class ConsoleReporter(Reporter):
     def job_line(self, line: str) -> None:
         # The job's own output is the user's: stdout, unstyled.
         print(line, flush=True)
-
-
-def human_size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"

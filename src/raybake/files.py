@@ -4,30 +4,32 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
-def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
-    """Replace ``path`` in one step: a temporary file in the same directory
-    (os.replace is atomic there), removed whatever happens. ``mode``: the new
-    file's mode; default: an existing file's, else the umask's."""
+@contextmanager
+def atomic_writer(path: Path, *, mode: int | None = None) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` in one step when the block ends: a
+    temporary file in the same directory (os.replace is atomic there), removed
+    if the block fails. ``mode``: the new file's; default: an existing file's,
+    else the umask's."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
             if mode is None:
                 try:
                     mode = path.stat().st_mode & 0o7777
                 except FileNotFoundError:
                     pass
             if mode is not None:
-                os.fchmod(fd, mode)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+                os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -41,3 +43,8 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
     except OSError:
         pass
 
+
+def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` in one step (see atomic_writer)."""
+    with atomic_writer(path, mode=mode) as f:
+        f.write(data)

@@ -29,6 +29,7 @@ from raybake.errors import (
     RegistryError,
     ToolError,
 )
+from raybake.files import atomic_writer
 from raybake.plan import ImageIdentity
 from raybake.planner import identities_for
 from raybake.project import Project, load_project
@@ -159,19 +160,14 @@ def write_working_dir_zip(staged: StagedTree, out: Path) -> Path:
     """The staged tree as a zip for a remote working_dir, under one top-level
     directory that Ray strips when it unpacks it. Fixed times, sorted entries."""
     out = Path(os.path.abspath(out))
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
-            for rel in staged.files:
-                source = staged.path / rel
-                info = zipfile.ZipInfo(f"{WORKING_DIR_ZIP_TOP}/{rel}", date_time=ZIP_TIME)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = (stat.S_IFREG | stat.S_IMODE(source.stat().st_mode)) << 16
-                with source.open("rb") as src, archive.open(info, "w", force_zip64=True) as dst:
-                    shutil.copyfileobj(src, dst)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_writer(out) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as archive:
+        for rel in staged.files:
+            source = staged.path / rel
+            info = zipfile.ZipInfo(f"{WORKING_DIR_ZIP_TOP}/{rel}", date_time=ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (stat.S_IFREG | stat.S_IMODE(source.stat().st_mode)) << 16
+            with source.open("rb") as src, archive.open(info, "w", force_zip64=True) as dst:
+                shutil.copyfileobj(src, dst)
     return out
 
 
@@ -323,7 +319,7 @@ def job_reference(project: Project, plan: ImageIdentity) -> str:
 def image_for_job(project: Project, plan: ImageIdentity) -> str:
     """The reference a job config names: the pin when the project has one, by
     digest when the image lives in a registry (a tag can move, a digest cannot)."""
-    from raybake.build import registry_digest_reference
+    from raybake.trust import registry_digest_reference
 
     reference = job_reference(project, plan)
     if Reference.parse(reference).registry:

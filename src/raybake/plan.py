@@ -33,8 +33,6 @@ SOURCE_DATE_EPOCH = 0  # fixed, for reproducible digests
 CA_CONTEXT = "ca"
 CA_FILE = "ca.pem"
 SEAL_SCRIPT = f"raybake/{contract.SEAL_SCRIPT}"  # context path; run after each dependency install
-# Bump when render() changes what it emits for the same plan: it is hashed.
-TEMPLATE_VERSION = 5
 
 
 @cache
@@ -44,10 +42,31 @@ def base_dockerfile() -> str:
 
 @cache
 def template_digest() -> str:
-    h = hashlib.sha256(f"raybake-template-{TEMPLATE_VERSION}\n{layer_rules()}\n".encode())
-    h.update(base_dockerfile().encode())
+    """Everything of raybake's own that decides an image besides the inputs: the
+    layer-split rules, the seal script, and what render() (Dockerfile.base
+    included) makes of a fixed sample plan that takes every branch. A change to
+    any of them changes every tag; no version number to remember to bump."""
+    from raybake.dockerfile import render  # it renders plans: imported here, not at the top
+
+    h = hashlib.sha256(f"{layer_rules()}\n".encode())
     h.update(contract.in_image_source(contract.SEAL_SCRIPT).encode())
+    h.update(render(_sample_plan()).encode())
     return h.hexdigest()
+
+
+def _sample_plan() -> BuildPlan:
+    spec = ImageSpec(name="sample", source="raybake", repository="sample", base_image="base:1", python="3.12",
+                     apt_packages=("pkg",), env=(("A", "$b c"),), index_secrets=("SECRET",),
+                     python_apt=("python3.12",))
+    identity = ImageIdentity(spec, InputHash("0" * 64), "sample:sample-" + "0" * 16)
+    return BuildPlan(identity=identity, python="3.12.0", user="nobody", requirements="",
+                     apt_packages=spec.apt_packages, env=spec.env,
+                     dep_layers=(PinnedLayer("heavy-x", ("x",), "layers/heavy-x.txt"), SyncLayer(("--frozen",))),
+                     context_files=(ContextFile("uv.lock", "uv.lock"),), bind_files=("uv.lock",),
+                     index_secrets=spec.index_secrets,
+                     build_args=(("BASE_IMAGE", "base:1"), ("PYTHON_VERSION", "3.12"),
+                                 ("PYTHON_APT_PACKAGES", "python3.12")),
+                     labels=((contract.LABEL_SPEC, "sample"),))
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ import click
 
 from raybake.build import BuildFailure, build
 from raybake.commands.options import project_option
-from raybake.console import ConsoleReporter, human_size
+from raybake.console import ConsoleReporter
 from raybake.errors import BuildsFailed, VerificationFailed
+from raybake.progress import format_size
 from raybake.verify import verify_or_raise
 
 
@@ -42,7 +43,7 @@ def command(names: tuple[str, ...], all_specs: bool, push: bool, force: bool, no
             click.echo(f"{o.reference}  FAILED  {o.error.message.splitlines()[0]}")
         else:
             where = f"  {o.digest_reference}" if o.digest_reference else ""
-            click.echo(f"{o.reference}  {o.status}  {human_size(o.size)}  {o.seconds:.1f} s{where}")
+            click.echo(f"{o.reference}  {o.status}  {format_size(o.size)}  {o.seconds:.1f} s{where}")
     if failed:
         raise BuildsFailed(f"{len(failed)} of {len(outcomes)} images failed: "
                            + ", ".join(o.reference for o in failed),

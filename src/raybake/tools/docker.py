@@ -20,6 +20,7 @@ from typing import Any
 
 from raybake.contract import LABEL_INPUT_HASH
 from raybake.errors import BuildError, EngineError, InvalidReference, RegistryError, ToolTimeout
+from raybake.reference import Reference
 from raybake.settings import BUILD_TIMEOUT, PUSH_TIMEOUT, REGISTRY_TIMEOUT
 from raybake.tools.docker_errors import DockerFailure, classify
 from raybake.tools.run import run, stream
@@ -327,7 +328,7 @@ def push(reference: str) -> str:
     if not found:
         raise RegistryError(f"pushing {reference} reported no digest:\n{text[-600:]}",
                             fix="upgrade the docker CLI")
-    return f"{reference.rsplit(':', 1)[0]}@{found[-1]}"
+    return str(Reference.parse(reference).with_digest(found[-1]))
 
 
 def image_size(reference: str) -> int | None:
