@@ -18,9 +18,9 @@ def command(args: tuple[str, ...], address: str | None, project_dir: Path) -> No
     inside the built image on loopback and removed afterwards."""
     import os
 
-    from raybake.submission import submit
     from raybake.project import load_project
     from raybake.spec import load_specs
+    from raybake.submission import submit
 
     # NAME is optional: the first argument is a spec name only if one is called so.
     names: tuple[str, ...] = ()
