@@ -60,8 +60,9 @@ SCENARIOS = ("cold", "noop", "source", "small_dep", "heavy_dep")
 SCENARIO_LABELS = {"cold": "cold build", "noop": "no-op rebuild", "source": "source-only change",
                    "small_dep": "small dependency added (tabulate)", "heavy_dep": "heavy dependency changed (pandas)"}
 TOOLS = ("raybake", "pip", "uv")
-TOOL_LABELS = {"raybake": "raybake", "pip": "(a) COPY + pip install", "uv": "(b) uv single layer"}
-FRESH_TOOLS = ("raybake", "uv")
+TOOL_LABELS = {"raybake": "raybake", "pip": "(a) COPY + pip install", "uv": "(b) uv single layer",
+               "raybake_zstd": "raybake, `compression: zstd`"}
+FRESH_TOOLS = ("raybake", "raybake_zstd", "uv")
 # raybake's builds are reproducible: an example image left by `make example` or
 # the tests would hold the very layer blobs a cold build is to produce.
 EXAMPLE_LABEL = "dev.raybake.project=ray-app"
@@ -249,7 +250,7 @@ class FreshRunnerBench:
     def previous_image(self, tool: str, project: Path, repository: str, run: int) -> str:
         """Build and push the previous lock's image with its build cache (not timed)."""
         logfile = LOGS / f"{self.stamp}-r{run}-fresh-{tool}-previous.log"
-        if tool == "raybake":
+        if tool.startswith("raybake"):
             # --push exports the build cache next to the image (REPOSITORY:buildcache-default).
             code, _, ref = raybake_build(project, raybake_env(self.base, repository), logfile, "--push")
         else:
@@ -264,6 +265,9 @@ class FreshRunnerBench:
     def series(self, tool: str, run: int) -> None:
         wait_for_quiet_machine(self.opts.no_wait)
         project = fresh_copy(WORK / f"ray-app-fresh-{tool}")
+        if tool == "raybake_zstd":
+            (project / "images").mkdir()
+            (project / "images" / "default.yaml").write_text("compression: zstd\n")
         repository = f"{self.registry}/raybake-bench/fresh-{tool}-{self.stamp}-r{run}"
         logfile = LOGS / f"{self.stamp}-r{run}-fresh-{tool}.log"
         row = BuildRow(run, tool, "fresh_runner", ok=False, log=str(logfile.relative_to(REPO)))
@@ -272,7 +276,7 @@ class FreshRunnerBench:
             log(f"run {run}, fresh runner, {TOOL_LABELS[tool]}: the previous lock's image and cache to the registry")
             previous = self.previous_image(tool, project, repository, run)
             log("  clearing every local image of the series and all of BuildKit's cache")
-            cold_reset((repository,), example_images=tool == "raybake")
+            cold_reset((repository,), example_images=tool.startswith("raybake"))
             add_dependency(project, SMALL_DEP, LOGS / f"{self.stamp}-r{run}-fresh-{tool}-lock.log")
             if not wait_for_idle_builder():
                 row.notes.append("other builds ran on the engine at the same time: shared steps may have "
@@ -281,7 +285,7 @@ class FreshRunnerBench:
             row.error = str(exc)
             log(f"  FAILED: {row.error}")
             return
-        if tool == "raybake":
+        if tool.startswith("raybake"):
             code, seconds, ref = raybake_build(project, raybake_env(self.base, repository), logfile)
         else:
             ref = f"{repository}:v2"

@@ -55,7 +55,8 @@ def summarize_builds(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def summarize_fresh(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"cells": {tool: _cell([r for r in rows if r["tool"] == tool], ("seconds", "cached_steps"))
                       for tool in FRESH_TOOLS},
-            "ratios": {"uv": _ratios(rows, "seconds", "raybake", "uv", "tool")}}
+            "ratios": {"uv": _ratios(rows, "seconds", "raybake", "uv", "tool"),
+                       "zstd/uv": _ratios(rows, "seconds", "raybake_zstd", "uv", "tool")}}
 
 
 def summarize_pulls(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -116,6 +117,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, str]]:
             f"{s:.1f} s = {r:.2f} × {warm:.1f} s" if r is not None else "")
         r = fresh["ratios"]["uv"]["time"]
         add("fresh runner ≤ 1/4 of (b) on the same fresh runner", r, 0.25, f"{r:.3f} × (b)" if r is not None else "")
+        s = fresh["cells"].get("raybake_zstd", {}).get("seconds")
+        r = s / warm if s is not None and warm else None
+        add("fresh runner with `compression: zstd` ≤ 1.5 × the warm small-dependency build", r, 1.5,
+            f"{s:.1f} s = {r:.2f} × {warm:.1f} s" if r is not None else "")
     for key, modes in (("ray", RAY_MODES), ("nodes", NODE_MODES)):
         ray = results.get(key, {}).get("summary")
         if not ray:
@@ -176,12 +181,15 @@ def _fresh_table(f: dict[str, Any], warm: float | None) -> list[str]:
            "(b): `--cache-to type=registry,mode=max`). Timed: `raybake build` (cache imported by default "
            "from the registry named in the repository) and (b)'s `docker buildx build --load --cache-from "
            "type=registry,...`.\n",
-           "| | raybake | (b) uv single layer | raybake / (b) | warm small-dependency build (raybake) |",
-           "|---|---:|---:|---:|---:|",
-           f"| wall time | {fmt_s(c['raybake']['seconds'])} | {fmt_s(c['uv']['seconds'])} | "
-           f"{fmt_ratio(f['summary']['ratios']['uv']['time'])} | {fmt_s(warm)} |",
-           f"| build steps from the cache | {c['raybake']['cached_steps'] if c['raybake']['cached_steps'] is not None else '–'} | "
-           f"{c['uv']['cached_steps'] if c['uv']['cached_steps'] is not None else '–'} | | |"]
+           "| | raybake | raybake, `compression: zstd` | (b) uv single layer | raybake / (b) | zstd / (b) "
+           "| warm small-dependency build (raybake) |",
+           "|---|---:|---:|---:|---:|---:|---:|",
+           f"| wall time | {fmt_s(c['raybake']['seconds'])} | {fmt_s(c['raybake_zstd']['seconds'])} | "
+           f"{fmt_s(c['uv']['seconds'])} | {fmt_ratio(f['summary']['ratios']['uv']['time'])} | "
+           f"{fmt_ratio(f['summary']['ratios']['zstd/uv']['time'])} | {fmt_s(warm)} |",
+           "| build steps from the cache | " + " | ".join(
+               "–" if c[t]["cached_steps"] is None else f"{c[t]['cached_steps']:.0f}" for t in FRESH_TOOLS)
+           + " | | | |"]
     return out
 
 
