@@ -235,12 +235,14 @@ def test_require_present_asks_the_local_store(copy_fixture, engine, unique_repo)
     assert f"default: {reference} is not in the local image store" in proc.stderr
     assert "raybake build --all" in proc.stderr
 
-    docker("tag", engine.base_image, reference)  # any image under that reference will do
+    docker("tag", engine.base_image, reference)  # a foreign image under the pinned tag is not the pin's
     try:
         proc = raybake("pin", "--require-present", "-C", str(root), env=run_env, check=False)
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == 1 and "is not raybake's build of this lock and spec" in proc.stderr
     finally:
         docker("rmi", reference, check=False)
+    raybake("build", "-C", str(root), env=run_env)
+    assert raybake("pin", "--require-present", "-C", str(root), env=run_env).returncode == 0
 
 
 @pytest.mark.engine

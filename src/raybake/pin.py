@@ -253,15 +253,22 @@ def require_present(images: Mapping[str, str]) -> None:
     never taken for "absent" or "present"."""
     from raybake.reference import Reference
     from raybake.tools import docker
+    from raybake.trust import foreign_image, registry_digest_reference
 
     missing = []
     for name in sorted(images):
         reference = images[name]
+        want = (Reference.parse(reference).tag or "").rsplit("-", 1)[-1]  # the tag's 16 hex digits
         if Reference.parse(reference).registry:
-            if not docker.registry_has(reference):
+            # A foreign image under the pinned tag is an error naming both hashes, never "present".
+            if registry_digest_reference(reference, want, platform=None) is None:
                 missing.append(f"{name}: {reference} is not in its registry")
-        elif docker.local_image_id(reference) is None:
+            continue
+        local = docker.local_image(reference)
+        if local is None:
             missing.append(f"{name}: {reference} is not in the local image store")
+        elif (problem := foreign_image(reference, local.input_hash, want)) is not None:
+            missing.append(f"{name}: {problem}")
     if missing:
         raise ImageMissing("pinned images are missing:\n" + "\n".join(f"  {m}" for m in missing),
                            fix="build them with `raybake build --all` (with --push when the repository "

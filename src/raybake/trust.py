@@ -29,7 +29,8 @@ def foreign_image(reference: str, found: str | None, want: str) -> str | None:
             f"{LABEL_INPUT_HASH} label is {found or '(none)'}, the plan's is {want}")
 
 
-def registry_digest_reference(reference: str, want: str, *, platform: str, engine: Engine = docker) -> str | None:
+def registry_digest_reference(reference: str, want: str, *, platform: str | None,
+                              engine: Engine = docker) -> str | None:
     """``repository@sha256:...`` of ``reference`` in its registry after checking
     that its input-hash label is ``want``; None when the tag is absent.
 
