@@ -173,7 +173,9 @@ def _build_tables(b: dict[str, Any]) -> list[str]:
 
 
 def _fresh_table(f: dict[str, Any], warm: float | None) -> list[str]:
-    c = f["summary"]["cells"]
+    empty = {"seconds": None, "cached_steps": None}
+    c = {t: f["summary"]["cells"].get(t, empty) for t in FRESH_TOOLS}
+    ratios = {k: f["summary"]["ratios"].get(k, {"time": None}) for k in ("uv", "zstd/uv")}
     out = ["\n## Fresh CI runner: one small dependency added, the registry's build cache only (s)\n",
            "Every local image of the series and all of BuildKit's cache removed (the base image stays: it "
            "cannot be pulled here); the registry holds the previous lock's image and its build cache "
@@ -185,8 +187,8 @@ def _fresh_table(f: dict[str, Any], warm: float | None) -> list[str]:
            "| warm small-dependency build (raybake) |",
            "|---|---:|---:|---:|---:|---:|---:|",
            f"| wall time | {fmt_s(c['raybake']['seconds'])} | {fmt_s(c['raybake_zstd']['seconds'])} | "
-           f"{fmt_s(c['uv']['seconds'])} | {fmt_ratio(f['summary']['ratios']['uv']['time'])} | "
-           f"{fmt_ratio(f['summary']['ratios']['zstd/uv']['time'])} | {fmt_s(warm)} |",
+           f"{fmt_s(c['uv']['seconds'])} | {fmt_ratio(ratios['uv']['time'])} | "
+           f"{fmt_ratio(ratios['zstd/uv']['time'])} | {fmt_s(warm)} |",
            "| build steps from the cache | " + " | ".join(
                "–" if c[t]["cached_steps"] is None else f"{c[t]['cached_steps']:.0f}" for t in FRESH_TOOLS)
            + " | | | |"]
@@ -247,14 +249,21 @@ def _ray_table(r: dict[str, Any], modes: tuple[str, ...], nodes: bool) -> list[s
     return out
 
 
+PARTS = ("build", "fresh", "pull", "ray", "nodes")
+
+
 def markdown(results: dict[str, Any]) -> str:
     meta = results["meta"]
-    runs = ", ".join(f"{k}: {results[k]['runs']}" for k in ("build", "fresh", "pull", "ray", "nodes") if k in results)
+    runs = ", ".join(f"{k}: {results[k]['runs']}" for k in PARTS if k in results)
     out = ["# raybake benchmark results\n",
            f"{meta['date']}, {meta['cpus']} CPUs, Docker {meta['docker']}, base image `{meta['base_image']}`, "
            f"workload `examples/ray-app` ({meta['packages']} locked packages). Runs ({runs}); "
            "medians, ratios are raybake / baseline computed per run then the median. "
            f"Command: `{meta['command']}`.\n"]
+    earlier = [f"{k} ({results[k]['date']}, `{results[k].get('command', '?')}`)" for k in PARTS
+               if k in results and results[k].get("date") != meta["date"]]
+    if earlier:
+        out.append(f"Kept from earlier runs: {'; '.join(earlier)}.\n")
     b = results.get("build")
     if b:
         out += _build_tables(b)

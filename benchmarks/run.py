@@ -92,7 +92,7 @@ def main() -> int:
     def record(part: str, rows: list[Any], summary: Any) -> None:
         dict_rows = [asdict(r) for r in rows]
         results[part] = {"runs": opts.pull_runs if part == "pull" else opts.runs, "date": results["meta"]["date"],
-                         "rows": dict_rows, "summary": summary(dict_rows)}
+                         "command": results["meta"]["command"], "rows": dict_rows, "summary": summary(dict_rows)}
 
     started = time.perf_counter()
     pushed: dict[str, tuple[str, str]] = {}
