@@ -37,6 +37,7 @@ def test_job_runs_with_image_dependencies_and_working_dir_source(example):
     assert "worker says: hello from ray_app" in out
     assert "batches: 4, total count: 40, max: 39" in out
     assert "starting a local Ray head" in proc.stderr and "stopping the local Ray head" in proc.stderr
+    assert "Uploading package" not in out + proc.stderr  # the job client's own log lines are not the job's
 
 
 def test_source_edit_builds_nothing_and_the_job_sees_it(example):

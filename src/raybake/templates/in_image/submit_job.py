@@ -7,6 +7,7 @@ Argument: JSON {"address", "entrypoint", "runtime_env", "metadata"}."""
 
 import asyncio
 import json
+import logging
 import sys
 import time
 
@@ -17,6 +18,9 @@ MARK = "@@RAYBAKE-JOB@@"
 
 def main():
     args = json.loads(sys.argv[1])
+    # The client's own INFO lines (uploading the package...) are not the job's output.
+    for name in [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]:
+        logging.getLogger(name).setLevel(logging.WARNING)
     client = JobSubmissionClient(args["address"])
     job_id = client.submit_job(entrypoint=args["entrypoint"], runtime_env=args["runtime_env"],
                                metadata=args["metadata"])
