@@ -46,7 +46,7 @@ def test_spec_and_cli_values_replace_the_default():
 
 def test_zstd_images_export_a_zstd_cache():
     options = cache_options(spec(compression="zstd"), push=True)
-    assert options.cache_to[0].endswith("mode=max,compression=zstd,oci-mediatypes=true")
+    assert options.cache_to[0].endswith("mode=max,compression=zstd,force-compression=true,oci-mediatypes=true")
 
 
 @pytest.mark.parametrize("value", ["type=nonsense,ref=x", "type="])

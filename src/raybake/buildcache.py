@@ -39,8 +39,8 @@ def normalize(value: str, *, export: bool, compression: str = "gzip") -> str:
     """A buildx cache value: ``type=...,k=v`` as written, ``inline``, or a bare
     reference meaning ``type=registry,ref=REF``. Exports to a registry get
     ``mode=max`` unless they say otherwise: with ``mode=min`` only the final
-    image's layers are cached. A zstd image exports a zstd cache, so its
-    layers are not compressed a second time."""
+    image's layers are cached. A zstd image exports a zstd cache: a fresh
+    runner then unpacks zstd, and its image reuses those blobs."""
     value = value.strip()
     if value == "inline":
         return "type=inline"
@@ -54,7 +54,8 @@ def normalize(value: str, *, export: bool, compression: str = "gzip") -> str:
     if export and options["type"] == "registry":
         extra = [] if "mode" in options else ["mode=max"]
         if compression == "zstd" and "compression" not in options:
-            extra += ["compression=zstd", "oci-mediatypes=true"]
+            # Forced: BuildKit would otherwise reuse the gzip blobs it already has.
+            extra += ["compression=zstd", "force-compression=true", "oci-mediatypes=true"]
         value = ",".join([value, *extra])
     return value
 
