@@ -47,3 +47,10 @@ def test_engine_failures_become_typed_errors():
 ])
 def test_build_failures_get_their_fix(name, fix):
     assert fix in _build_fix((DATA / f"{name}.txt").read_text())
+
+
+def test_an_identical_image_stored_first_is_recognised():
+    from raybake.tools.docker import _ALREADY_STORED
+
+    text = ('ERROR: failed to solve: image "moby-dangling@sha256:' + "2" * 64 + '": already exists')
+    assert _ALREADY_STORED.search(text).group(1) == "sha256:" + "2" * 64

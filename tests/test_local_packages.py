@@ -138,13 +138,13 @@ def test_a_member_selection_is_verified_against_exactly_that_selection(built):
     root, ref, env = built["ws-virtual"]
     proc = raybake("verify", ref, "-C", str(root), env=env)
     assert "OK" in proc.stdout
-    name = f"raybake-drop-{uuid.uuid4().hex[:8]}"
-    broken = f"raybake-test/dropped:{name}"
-    docker("run", "--name", name, "--network", "none", ref, "uv", "pip", "uninstall", "tabulate")
+    broken = f"raybake-test/dropped:d{uuid.uuid4().hex[:8]}"
+    context = root.parent / "dropped"
+    context.mkdir()
+    (context / "Dockerfile").write_text(f"FROM {ref}\nUSER root\nRUN uv pip uninstall tabulate\n")
+    docker("buildx", "build", "--network", "none", "--tag", broken, str(context))
     try:
-        docker("commit", name, broken)
         proc = raybake("verify", broken, "-C", str(root), env=env, check=False)
         assert proc.returncode == 1 and "tabulate==0.9.0 is in the lock but not installed" in proc.stdout
     finally:
-        docker("rm", "-f", name, check=False)
         docker("image", "rm", broken, check=False)

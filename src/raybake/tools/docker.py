@@ -250,6 +250,10 @@ def build_image(req: BuildRequest, on_line: Callable[[str], None]) -> str:
         mapped = _engine_error("\n".join(tail))
         if mapped is not None:
             raise mapped
+        # Builds are reproducible: an identical build that finished first (another
+        # raybake, another repository) already stored this very image.
+        if (same := _ALREADY_STORED.search("\n".join(tail))) and local_image_id(same.group(1)):
+            return same.group(1)
         detail = _failure_detail(tail) or "\n".join(tail[-15:])
         raise BuildError(f"the image build failed:\n{detail}", fix=_build_fix(detail))
     try:
@@ -259,6 +263,7 @@ def build_image(req: BuildRequest, on_line: Callable[[str], None]) -> str:
                          fix="upgrade docker buildx (0.10 or newer)") from None
 
 
+_ALREADY_STORED = re.compile(r'image "moby-dangling@(sha256:[0-9a-f]{64})": already exists')
 _STEP_OUTPUT = re.compile(r"^#\d+ \d+\.\d+ (.*)$")
 
 
