@@ -33,3 +33,18 @@ def billion_laughs(depth: int = 9) -> str:
     lines = ["python:", '  - &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     lines += [f"  - &{names[i]} [" + ", ".join([f"*{names[i - 1]}"] * 9) + "]" for i in range(1, depth)]
     return "\n".join(lines) + "\n"
+
+
+def processes_mentioning(needle: str) -> list[str]:
+    """Command lines of running processes that mention ``needle``."""
+    from pathlib import Path
+
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in text:
+            found.append(text)
+    return found

@@ -116,27 +116,18 @@ def test_every_spec_field_is_classified_and_tested():
     assert by_role["project"] == set(PROJECT_FIELDS) and set().union(*by_role.values()) == set(FIELDS)
 
 
-def test_layer_split_rules_are_part_of_the_tag(copy_fixture, monkeypatch):
-    from raybake import layers, plan
+@pytest.mark.parametrize(("module", "name", "value"), [
+    ("layers", "HEAVY_FLOOR", 2 * 10 * 2**20),  # the layer-split rules
+    ("dockerfile", "_apt_layer", lambda packages: "RUN true"),  # what render() emits: no version to bump
+])
+def test_raybakes_own_template_is_part_of_the_tag(copy_fixture, monkeypatch, module, name, value):
+    import importlib
+
+    from raybake import plan
 
     root = copy_fixture("small")
     before = reference(root)
-    monkeypatch.setattr(layers, "HEAVY_FLOOR", layers.HEAVY_FLOOR * 2)
-    plan.template_digest.cache_clear()
-    try:
-        assert reference(root) != before
-    finally:
-        monkeypatch.undo()
-        plan.template_digest.cache_clear()
-
-
-def test_what_render_emits_is_part_of_the_tag(copy_fixture, monkeypatch):
-    """No version number to bump: a change to the generated Dockerfile changes every tag."""
-    from raybake import dockerfile, plan
-
-    root = copy_fixture("small")
-    before = reference(root)
-    monkeypatch.setattr(dockerfile, "_apt_layer", lambda packages: "RUN true")
+    monkeypatch.setattr(importlib.import_module(f"raybake.{module}"), name, value)
     plan.template_digest.cache_clear()
     try:
         assert reference(root) != before

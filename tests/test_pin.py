@@ -338,16 +338,22 @@ def write_config(root: Path, clone: Path, sha: str) -> None:
         "      - id: raybake-lock\n      - id: raybake-pin\n")
 
 
-@pytest.fixture
-def committed_project(copy_fixture, hook_repo) -> tuple[Path, dict[str, str]]:
-    """The small fixture in a git repository with the hooks installed, its pin
-    made by this environment's `raybake pin`, all committed through the hooks."""
+def hooked_project(copy_fixture, hook_repo) -> tuple[Path, dict[str, str]]:
+    """The small fixture in a git repository with the hooks installed."""
     clone, sha, hook_env = hook_repo
     root = copy_fixture("small")
     git_init(root)
     write_config(root, clone, sha)
     subprocess.run([str(Path(sys.executable).parent / "pre-commit"), "install"], cwd=root, env=hook_env,
                    check=True, capture_output=True)
+    return root, hook_env
+
+
+@pytest.fixture
+def committed_project(copy_fixture, hook_repo) -> tuple[Path, dict[str, str]]:
+    """The small fixture in a git repository with the hooks installed, its pin
+    made by this environment's `raybake pin`, all committed through the hooks."""
+    root, hook_env = hooked_project(copy_fixture, hook_repo)
     raybake("pin", "-C", str(root), check=False)
     git("add", "-A", cwd=root)
     proc = commit(root, hook_env, "initial")
@@ -413,12 +419,7 @@ def test_hooks_stop_a_pyproject_edit_without_uv_lock(committed_project):
 
 def test_hooks_stop_the_commit_that_creates_the_pin(copy_fixture, hook_repo):
     # pre-commit does not notice a new untracked file: the hook's own exit code must.
-    clone, sha, hook_env = hook_repo
-    root = copy_fixture("small")
-    git_init(root)
-    write_config(root, clone, sha)
-    subprocess.run([str(Path(sys.executable).parent / "pre-commit"), "install"], cwd=root, env=hook_env,
-                   check=True, capture_output=True)
+    root, hook_env = hooked_project(copy_fixture, hook_repo)
     git("add", "-A", cwd=root)
     proc = commit(root, hook_env, "initial, no pin yet")
     out = proc.stdout + proc.stderr

@@ -5,10 +5,9 @@ talks plain HTTP to 127.0.0.1 registries) driven by the real docker CLI."""
 import http.server
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from helpers import docker, raybake
+from helpers import docker, processes_mentioning, raybake
 from test_errors import assert_clean_error
 
 pytestmark = pytest.mark.engine
@@ -85,19 +84,6 @@ def fake_registry():
         server.shutdown()
 
 
-def docker_processes(needle: str) -> list[str]:
-    """Command lines of running processes that mention ``needle``."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in text and text.startswith("docker"):
-            found.append(text)
-    return found
-
-
 def test_a_stalled_push_times_out_and_a_retry_only_pushes(engine, copy_fixture, unique_repo, fake_registry):
     registry = fake_registry("stall-upload")
     root = copy_fixture("small")
@@ -110,7 +96,7 @@ def test_a_stalled_push_times_out_and_a_retry_only_pushes(engine, copy_fixture, 
     assert_clean_error(proc, f"pushing {ref} did not finish within 4 s", "RAYBAKE_PUSH_TIMEOUT",
                        "only pushes")
     assert "raybake: building" in proc.stderr
-    assert docker_processes(ref) == []  # the push was stopped, not left running
+    assert [p for p in processes_mentioning(ref) if p.startswith("docker")] == []  # the push was stopped, not left running
     assert docker("image", "inspect", ref, check=False).returncode == 0  # built, verified, tagged here
     # The retry goes straight to the push (and the registry still stalls).
     start = time.monotonic()

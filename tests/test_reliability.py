@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from helpers import docker, raybake
+from helpers import docker, processes_mentioning, raybake
 
 pytestmark = pytest.mark.engine
 RAYBAKE = str(Path(sys.executable).parent / "raybake")
@@ -64,18 +64,6 @@ def wait_for_line(proc: subprocess.Popen, pattern: str, timeout: float = 300) ->
     threading.Thread(target=read, daemon=True).start()
     assert found.wait(timeout), f"no line matching {pattern!r}:\n{''.join(lines)}"
     return lines
-
-
-def processes_mentioning(needle: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in text:
-            found.append(text)
-    return found
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
