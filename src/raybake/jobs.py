@@ -30,7 +30,7 @@ from raybake.errors import (
     ToolError,
 )
 from raybake.files import atomic_writer
-from raybake.plan import ImageIdentity
+from raybake.plan import ImageIdentity, tag_hash
 from raybake.planner import identities_for
 from raybake.project import Project, load_project
 from raybake.reference import Reference
@@ -236,7 +236,7 @@ def image_python(plan: ImageIdentity, reference: str) -> str | None:
         return plan.spec.python
     image = docker.local_image(reference)
     # Only raybake's build under that tag tells: its input-hash label starts with the tag's digits.
-    if image is None or not (image.input_hash or "").startswith(reference.rsplit("-", 1)[-1]):
+    if image is None or not (image.input_hash or "").startswith(tag_hash(reference)):
         return None
     return image.labels.get(LABEL_PYTHON)
 
@@ -325,7 +325,7 @@ def image_for_job(project: Project, plan: ImageIdentity) -> str:
     if Reference.parse(reference).registry:
         # Only the digest of an image whose input-hash label matches: a pin names its tag's 16 digits.
         want = (plan.input_hash.hexdigest if reference == plan.reference
-                else (Reference.parse(reference).tag or "").rsplit("-", 1)[-1])
+                else tag_hash(reference))
         digest_reference = registry_digest_reference(reference, want, platform=plan.spec.platform)
         if digest_reference is None:
             raise RegistryError(f"{reference} is not in its registry yet",

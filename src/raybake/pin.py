@@ -251,6 +251,7 @@ def require_present(images: Mapping[str, str]) -> None:
 
     An unreachable registry or daemon is an error (RegistryError, EngineError),
     never taken for "absent" or "present"."""
+    from raybake.plan import tag_hash
     from raybake.reference import Reference
     from raybake.tools import docker
     from raybake.trust import foreign_image, registry_digest_reference
@@ -258,7 +259,7 @@ def require_present(images: Mapping[str, str]) -> None:
     missing = []
     for name in sorted(images):
         reference = images[name]
-        want = (Reference.parse(reference).tag or "").rsplit("-", 1)[-1]  # the tag's 16 hex digits
+        want = tag_hash(reference)
         if Reference.parse(reference).registry:
             # A foreign image under the pinned tag is an error naming both hashes, never "present".
             if registry_digest_reference(reference, want, platform=None) is None:

@@ -151,6 +151,13 @@ def reference_for(spec: ImageSpec, input_hash: InputHash) -> str:
     return f"{spec.repository}:{spec.name}-{input_hash.short}"
 
 
+def tag_hash(reference: str) -> str:
+    """The input-hash digits a raybake reference's tag carries (reference_for's NAME-HASH16).
+    Without a tag, the reference itself: no input hash starts with it."""
+    tag = Reference.parse(reference).tag
+    return tag.rsplit("-", 1)[-1] if tag else reference
+
+
 def check_lock_version(project: Project, uv_version: str) -> None:
     found = lock_header(project.lock_bytes).version
     if found is not None and found > SUPPORTED_LOCK_VERSION:
