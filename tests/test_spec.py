@@ -50,6 +50,18 @@ def test_environment_overrides_every_spec(copy_fixture):
         assert (spec.repository, spec.base_image, spec.network) == ("127.0.0.1:5000/over", "base:2", "host")
 
 
+def test_an_environment_override_for_one_spec_comes_before_the_one_for_every_spec(copy_fixture):
+    """A matrix of Pythons needs a base per spec: RAYBAKE_BASE_IMAGE_PY3_13 for images/py3.13.yaml."""
+    root = copy_fixture("small")
+    write(root, "images/py3.11.yaml", 'python: "3.11"\n')
+    write(root, "images/py3.13.yaml", 'python: "3.13"\n')
+    env = {"RAYBAKE_BASE_IMAGE": "bookworm:1", "RAYBAKE_BASE_IMAGE_PY3_13": "trixie:1",
+           "RAYBAKE_REPOSITORY_PY3_11": "reg.example/old"}
+    specs = {s.name: s for s in load_specs(load_project(root), env)}
+    assert (specs["py3.11"].base_image, specs["py3.11"].repository) == ("bookworm:1", "reg.example/old")
+    assert (specs["py3.13"].base_image, specs["py3.13"].repository) == ("trixie:1", "small")
+
+
 @pytest.mark.parametrize(
     ("yaml_text", "expected"),
     [

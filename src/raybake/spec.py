@@ -4,7 +4,8 @@
 ``images/<name>.yaml`` is one image variant on top of them. With no
 ``images/*.yaml`` there is one spec, ``default``. The environment variables
 RAYBAKE_REPOSITORY, RAYBAKE_BASE_IMAGE, RAYBAKE_NETWORK (and RAYBAKE_CA_BUNDLE)
-override every spec.
+override every spec; the same name followed by ``_SPEC`` (RAYBAKE_BASE_IMAGE_PY313)
+overrides one spec's, before the one for every spec.
 """
 
 from __future__ import annotations
@@ -414,14 +415,21 @@ def _fill_base_image(template: str, python: str | None, project: Project, source
                         fix="use only {python}, {python_nodot} and {ray}") from None
 
 
+def spec_variable_suffix(name: str) -> str:
+    """The spec's part of a per-spec override's name: py3.13-gpu -> PY3_13_GPU."""
+    return re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
 def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any],
              project: Project, environ: Mapping[str, str]) -> ImageSpec:
     fields = {**shared, **own}
     if fields.get("base"):
         fields = {**_preset(fields["base"], source), **fields}
     for var, key in ENV_OVERRIDES.items():
-        if environ.get(var):
-            fields[key] = environ[var]
+        # A matrix of specs needs one base per Python: RAYBAKE_BASE_IMAGE_PY313 for spec py313.
+        value = environ.get(f"{var}_{spec_variable_suffix(name)}") or environ.get(var)
+        if value:
+            fields[key] = value
     python = python_request(project, fields.get("python"), source)
     repository = fields.get("repository") or project.name
     if not _REPOSITORY.match(repository):
