@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import EXAMPLE
 from helpers import docker, raybake
 from test_dockerfile import recipe
 
@@ -54,19 +55,18 @@ def test_a_platform_the_engine_cannot_run_is_refused_before_building(engine, cop
 
 
 @pytest.mark.engine
-def test_a_second_python_as_a_matrix_of_specs(engine, copy_fixture, unique_repo):
-    """One project, two specs: Python 3.11 on bookworm and 3.13 on trixie, each verified."""
-    root = copy_fixture("small")
-    (root / "images").mkdir()
-    (root / "images/py311.yaml").write_text(f"base_image: {engine.base_image}\n")
-    (root / "images/py313.yaml").write_text(f'base_image: {engine.trixie_base_image}\npython: "3.13"\n')
-    env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
-    env.pop("RAYBAKE_BASE_IMAGE")
-    out = raybake("build", "--all", "-C", str(root), env=env).stdout
-    refs = {line.split()[0].rsplit(":", 1)[1].split("-")[0]: line.split()[0] for line in out.splitlines()
-            if " built" in line}
-    assert set(refs) == {"py311", "py313"}, out
-    for spec, want in (("py311", "3.11"), ("py313", "3.13")):
+def test_the_example_is_a_matrix_of_pythons_built_side_by_side(engine, copy_fixture, unique_repo):
+    """examples/ray-app: default on Python 3.11 (bookworm) and py313 on 3.13 (trixie, through
+    RAYBAKE_BASE_IMAGE_PY313), built by one `build --all`, each verified, each tagged."""
+    root = copy_fixture(EXAMPLE)
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo, RAYBAKE_BASE_IMAGE_PY313=engine.trixie_base_image)
+    proc = raybake("build", "--all", "-C", str(root), env=env, timeout=1200)
+    refs = {line.split()[0].rsplit(":", 1)[1].rsplit("-", 1)[0]: line.split()[0]
+            for line in proc.stdout.splitlines() if " built " in line}
+    assert set(refs) == {"default", "py313"}, proc.stdout
+    for spec in ("default", "py313"):  # progress lines name their spec
+        assert f"raybake: [{spec}] verifying the environment of {refs[spec]}" in proc.stderr
+    for spec, want in (("default", "3.11"), ("py313", "3.13")):
         version = docker("run", "--rm", "--network", "none", refs[spec], "python", "-c",
-                         "import platform, six; print(platform.python_version())").stdout
+                         "import platform, pandas, pyarrow; print(platform.python_version())").stdout
         assert version.startswith(want), (spec, version)

@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -195,3 +196,40 @@ def test_build_all_keeps_going_past_failures_and_summarises(engine, copy_fixture
     assert "1 of 2 images failed" in again.stderr and "kept for inspection" not in again.stderr
     tags = docker("image", "ls", "--format", "{{.Tag}}", unique_repo).stdout.split()
     assert not [t for t in tags if t.startswith("rejected-")], tags
+
+
+# ---- several specs side by side ----
+
+def matrix_specs(copy_fixture, **bases: str):
+    """The small fixture's specs, each on the base given."""
+    from raybake.project import load_project
+    from raybake.spec import load_specs
+
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    for name, base in bases.items():
+        (root / f"images/{name}.yaml").write_text(f"base_image: {base}\n")
+    return load_specs(load_project(root), {})
+
+
+def test_specs_on_one_base_share_a_lane_others_build_beside_them(copy_fixture):
+    from raybake.build import lanes
+
+    specs = matrix_specs(copy_fixture, a="bookworm:1", b="trixie:1", c="bookworm:1")
+    assert [[s.name for s in lane] for lane in lanes(specs)] == [["a", "c"], ["b"]]
+
+
+def test_lanes_build_at_the_same_time_and_outcomes_keep_their_order(copy_fixture):
+    from raybake.build import _side_by_side
+
+    a, b = matrix_specs(copy_fixture, a="bookworm:1", b="trixie:1")
+    together = threading.Barrier(2, timeout=30)  # broken, and so failing, unless both wait at once
+
+    def build_one(spec):
+        together.wait()
+        return spec.name.upper()
+
+    assert _side_by_side([[a], [b]], build_one, jobs=4) == {"a": "A", "b": "B"}
+    order: list[str] = []
+    _side_by_side([[a], [b]], lambda spec: order.append(spec.name), jobs=1)
+    assert order == ["a", "b"]  # RAYBAKE_BUILD_JOBS=1: one after another, here

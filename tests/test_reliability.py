@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -49,20 +50,22 @@ def test_different_specs_build_in_parallel(engine, copy_fixture, unique_repo, tm
     assert not any("waiting for another" in err for _, err in outs)
 
 
-def wait_for_line(proc: subprocess.Popen, pattern: str, timeout: float = 300) -> list[str]:
-    """Read the process's stderr until a line matches; return the lines read.
+def wait_for_line(proc: subprocess.Popen, *patterns: str, timeout: float = 300) -> list[str]:
+    """Read the process's stderr until a line has matched each pattern; return the lines read.
     The rest of its output keeps draining in the background (no pipe fills up)."""
     lines: list[str] = []
+    missing = list(patterns)
     found = threading.Event()
 
     def read() -> None:
         for line in proc.stderr:
             lines.append(line)
-            if re.search(pattern, line):
+            missing[:] = [p for p in missing if not re.search(p, line)]
+            if not missing:
                 found.set()
 
     threading.Thread(target=read, daemon=True).start()
-    assert found.wait(timeout), f"no line matching {pattern!r}:\n{''.join(lines)}"
+    assert found.wait(timeout), f"no line matching {missing!r}:\n{''.join(lines)}"
     return lines
 
 
@@ -86,6 +89,44 @@ def test_interrupted_build_leaves_nothing_behind(engine, copy_fixture, unique_re
     # The lock was released with the process: the next build goes through.
     again = raybake("build", "--push", "-C", str(root), env=env, timeout=600)
     assert " built and pushed " in again.stdout
+
+
+def test_sigterm_stops_every_build_of_a_concurrent_build_all(engine, copy_fixture, unique_repo, tmp_path,
+                                                             monkeypatch):
+    """Two specs on two bases build side by side in threads; SIGTERM reaches only the main
+    thread, which stops both buildx children: nothing is tagged or pushed, nothing left."""
+    from raybake import locks
+
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    (root / "images/a.yaml").write_text(f"base_image: {engine.base_image}\n")
+    (root / "images/b.yaml").write_text(f'base_image: {engine.trixie_base_image}\npython: "3.13"\n')
+    cache = tmp_path / "cache"
+    env = engine.env(RAYBAKE_REPOSITORY=f"{engine.registry}/{unique_repo}", RAYBAKE_CACHE_DIR=str(cache))
+    env.pop("RAYBAKE_BASE_IMAGE")
+    refs = raybake("tag", "--all", "-C", str(root), env=env).stdout.split()
+    proc = start(root, env, "--all", "--push", "--no-cache")
+    err = wait_for_line(proc, r"^\[a\] #\d+ \[", r"^\[b\] #\d+ \[")  # BuildKit runs a step of each
+    builds = {re.search(r"/tmp/(build-\w+)/", p).group(1) for p in processes_mentioning(str(cache)) if "buildx" in p}
+    assert len(builds) == 2, builds  # one build context per spec, both building
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    out = proc.stdout.read()
+    assert processes_mentioning(str(cache)) == []
+    for ref in refs:
+        assert docker("image", "inspect", ref, check=False).returncode != 0
+        assert "not found" in docker("buildx", "imagetools", "inspect", ref, check=False).stderr
+    assert list((cache / "tmp").iterdir()) == []
+    deadline = time.monotonic() + 10
+    while not any(line.startswith("interrupted") for line in err) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the reader drains the rest of stderr
+    text = "".join(err)
+    assert "\ninterrupted\n" in text and "Traceback" not in text, text
+    assert "going on with the other images" not in text and "FAILED" not in out  # interrupted, not failed
+    monkeypatch.setenv("RAYBAKE_CACHE_DIR", str(cache))
+    for ref in refs:  # both locks went with the process
+        with locks.build_lock(ref, timeout=1):
+            pass
 
 
 def test_ctrl_c_during_verification_removes_the_probe_container_and_the_image(engine, copy_fixture,

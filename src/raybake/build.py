@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,11 +25,13 @@ from raybake.errors import NoInterpreter, RaybakeError, VerificationFailed
 from raybake.paths import scratch_dir
 from raybake.plan import CA_CONTEXT, CA_FILE, SOURCE_DATE_EPOCH, BuildPlan, ImageIdentity
 from raybake.planner import check_lock_in_base, identities_for, make_plan
-from raybake.progress import Reporter
+from raybake.progress import Labelled, Reporter
 from raybake.project import Project, load_project
 from raybake.reference import Reference
-from raybake.spec import host_platform
+from raybake.settings import BUILD_JOBS
+from raybake.spec import ImageSpec, host_platform
 from raybake.tools import docker
+from raybake.tools.run import stopping
 from raybake.tools.uv import lock_check, uv_bin_for
 from raybake.trust import Engine, foreign_image, registry_digest_reference
 
@@ -90,32 +93,82 @@ class BuildFailure:
     error: RaybakeError
 
 
+Outcome = BuildResult | BuildFailure
+
+
 def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = False,
           push: bool = False, force: bool = False, no_cache: bool = False, keep_failed: bool = False,
           reporter: Reporter | None = None,
           verify: Callable[[Project, BuildPlan, str], None] | None = None,
-          cache_from: tuple[str, ...] = (), cache_to: tuple[str, ...] = ()) -> list[BuildResult | BuildFailure]:
+          cache_from: tuple[str, ...] = (), cache_to: tuple[str, ...] = ()) -> list[Outcome]:
     """Build (only when absent) every selected spec of the project at ``project_dir``.
 
     With one spec its error is raised. With several, a failing spec does not
     stop the others: its error goes to ``reporter.failed`` and its place in the
-    returned list is a BuildFailure."""
+    returned list is a BuildFailure. Specs on different base images build at
+    the same time (at most RAYBAKE_BUILD_JOBS), those on one base one after
+    another (see lanes); each line of progress then names its spec."""
     reporter = reporter or Reporter()
     project = load_project(project_dir)
     plans = identities_for(project, names, all_specs=all_specs)  # pure: spec and lock-format errors first
     lock_checked = check_lock(project)
-    outcomes: list[BuildResult | BuildFailure] = []
-    for plan in plans:
+    by_name = {plan.spec.name: plan for plan in plans}
+
+    def one(spec: ImageSpec) -> Outcome:
+        plan = by_name[spec.name]
+        own = reporter if len(plans) == 1 else Labelled(reporter, spec.name)
         try:
-            outcomes.append(ensure_image(project, plan, push=push, force=force, no_cache=no_cache,
-                                       keep_failed=keep_failed, reporter=reporter, verify=verify,
-                                       lock_checked=lock_checked, cache_from=cache_from, cache_to=cache_to))
+            return ensure_image(project, plan, push=push, force=force, no_cache=no_cache,
+                                keep_failed=keep_failed, reporter=own, verify=verify,
+                                lock_checked=lock_checked, cache_from=cache_from, cache_to=cache_to)
         except RaybakeError as exc:
             if len(plans) == 1:
                 raise
             reporter.failed(plan.reference, exc)
-            outcomes.append(BuildFailure(plan.reference, exc))
-    return outcomes
+            return BuildFailure(plan.reference, exc)
+
+    done = _side_by_side(lanes(tuple(plan.spec for plan in plans)), one, BUILD_JOBS.value())
+    return [done[plan.spec.name] for plan in plans]
+
+
+def lanes(specs: tuple[ImageSpec, ...]) -> list[list[ImageSpec]]:
+    """Specs that may build at the same time, as lanes: one per base image and
+    platform, its specs one after another, in the order given.
+
+    Concurrent builds on one engine merge the steps they share (the base and
+    the venv step above it), and the registry cache a build exports (--push,
+    mode=max) or imports can then miss the chain above that step: the
+    dependency layers are built again (README, "Shared build cache"). Specs
+    on different bases share no step."""
+    by_base: dict[tuple[str, str], list[ImageSpec]] = {}
+    for spec in specs:
+        by_base.setdefault((spec.base_image, spec.platform), []).append(spec)
+    return list(by_base.values())
+
+
+def _side_by_side(groups: list[list[ImageSpec]], build_one: Callable[[ImageSpec], Outcome],
+                  jobs: int) -> dict[str, Outcome]:
+    """Each lane of ``groups`` in a thread of its own, at most ``jobs`` at once
+    (with one lane, or one job: all here, one after another); outcomes by spec name.
+
+    Ctrl-C and SIGTERM reach only this (the main) thread: it then stops every
+    child the others wait for (raybake.tools.run.stopping), waits until they
+    have unwound (an unverified image removed, temporary files gone, locks
+    released), and raises on."""
+    def run_lane(lane: list[ImageSpec]) -> dict[str, Outcome]:
+        return {spec.name: build_one(spec) for spec in lane}
+
+    if len(groups) == 1 or jobs == 1:
+        return {name: outcome for lane in groups for name, outcome in run_lane(lane).items()}
+    with ThreadPoolExecutor(max_workers=min(jobs, len(groups)), thread_name_prefix="raybake-build") as pool:
+        futures = [pool.submit(run_lane, lane) for lane in groups]
+        try:
+            wait(futures)
+        except BaseException:
+            with stopping():
+                pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return {name: outcome for f in futures for name, outcome in f.result().items()}
 
 
 def check_lock(project: Project) -> bool:

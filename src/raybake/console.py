@@ -4,6 +4,7 @@ rich is imported on first use: an up-to-date `raybake build` never needs it."""
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 
 from raybake.errors import RaybakeError
@@ -27,15 +28,23 @@ def print_error(exc: RaybakeError) -> None:
 
 
 class ConsoleReporter(Reporter):
+    # Images built side by side report from several threads: a message's lines stay together.
+    _lock = threading.Lock()
+
     def step(self, message: str) -> None:
-        err().print(f"[bold cyan]raybake[/]: {message}")
+        from rich.markup import escape
+
+        with self._lock:
+            err().print(f"[bold cyan]raybake[/]: {escape(message)}")
 
     def build_line(self, line: str) -> None:
-        err().print(line, style="dim", markup=False)
+        with self._lock:
+            err().print(line, style="dim", markup=False)
 
     def failed(self, reference: str, error: RaybakeError) -> None:
-        err().print(f"[bold cyan]raybake[/]: {reference} failed; going on with the other images")
-        print_error(error)
+        with self._lock:
+            err().print(f"[bold cyan]raybake[/]: {reference} failed; going on with the other images")
+            print_error(error)
 
     def job_line(self, line: str) -> None:
         # The job's own output is the user's: stdout, unstyled.

@@ -11,6 +11,7 @@ from pathlib import Path
 from raybake.errors import RaybakeError
 from raybake.paths import cache_dir
 from raybake.settings import LOCK_TIMEOUT
+from raybake.tools.run import raise_if_stopping
 
 
 def lock_dir() -> Path:
@@ -33,6 +34,7 @@ def build_lock(key: str, *, on_wait: Callable[[float], None] = lambda s: None,
     lock = FileLock(lock_dir() / name)
     start = time.monotonic()
     while True:
+        raise_if_stopping()  # raybake is stopping: a thread building beside the main one stops waiting
         try:
             lock.acquire(timeout=5)
             break

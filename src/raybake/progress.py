@@ -24,6 +24,26 @@ class Reporter:
         """One of several builds failed; the others go on."""
 
 
+class Labelled(Reporter):
+    """Progress of one of several images built side by side: each line names its spec."""
+
+    def __init__(self, reporter: Reporter, label: str) -> None:
+        self.reporter = reporter
+        self.prefix = f"[{label}] "
+
+    def step(self, message: str) -> None:
+        self.reporter.step(self.prefix + message)
+
+    def build_line(self, line: str) -> None:
+        self.reporter.build_line((self.prefix + line).rstrip())  # BuildKit's blank lines stay blank but named
+
+    def job_line(self, line: str) -> None:
+        self.reporter.job_line(self.prefix + line)
+
+    def failed(self, reference: str, error: RaybakeError) -> None:
+        self.reporter.failed(reference, error)
+
+
 def format_size(n: float | None) -> str:
     """Sizes as raybake prints them everywhere: binary units (the stage cap is in MiB)."""
     if n is None:

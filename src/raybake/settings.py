@@ -1,7 +1,8 @@
-"""Time limits a user can raise through the environment.
+"""Limits a user can set through the environment.
 
 Every step that waits on something outside raybake (the network, another
-raybake) ends after a bounded time; these are the settings that bound it."""
+raybake) ends after a bounded time; these are the settings that bound it,
+and how many builds run at once."""
 
 from __future__ import annotations
 
@@ -33,7 +34,25 @@ class Seconds:
         return seconds
 
 
+@dataclass(frozen=True)
+class Count:
+    variable: str
+    default: int
+    what: str
+
+    def value(self) -> int:
+        raw = os.environ.get(self.variable, "").strip()
+        if not raw:
+            return self.default
+        if not raw.isdigit() or int(raw) < 1:
+            raise SettingError(f"{self.variable}={raw!r} is not a whole number of at least 1",
+                               fix=f"set {self.variable} to 1 or more (default {self.default}), or unset it")
+        return int(raw)
+
+
 LOCK_TIMEOUT = Seconds("RAYBAKE_LOCK_TIMEOUT", 3600, "waiting for another raybake building the same image")
 REGISTRY_TIMEOUT = Seconds("RAYBAKE_REGISTRY_TIMEOUT", 60, "one registry query (does a tag exist, which image)")
 PUSH_TIMEOUT = Seconds("RAYBAKE_PUSH_TIMEOUT", 1800, "pushing one image")
 BUILD_TIMEOUT = Seconds("RAYBAKE_BUILD_TIMEOUT", 3600, "one image build (base image pull, package downloads)")
+BUILD_JOBS = Count("RAYBAKE_BUILD_JOBS", 4, "images `raybake build --all` builds at the same time "
+                   "(on different base images; 1: one after another)")

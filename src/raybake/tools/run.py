@@ -3,7 +3,12 @@
 Children run in a process group of their own, and raybake ends that group
 itself whenever it stops waiting for one: on a time limit, on Ctrl-C or
 SIGTERM (which reach raybake, not the group), on any error. So no
-`docker buildx build` or `docker push` outlives the raybake that started it."""
+`docker buildx build` or `docker push` outlives the raybake that started it.
+
+Signals reach only the main thread. When other threads wait for children
+(`raybake build --all` builds images side by side), the main thread ends them
+all with ``stopping()``: each waiting thread then raises Interrupted, cleans up
+as it unwinds (removing an unverified image, a container), and starts nothing else."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,6 +28,45 @@ from raybake.errors import ToolError, ToolTimeout
 
 log = logging.getLogger("raybake.run")
 STOP_GRACE_SECONDS = 10.0  # after SIGTERM, before SIGKILL: docker CLIs cancel their request in this time
+
+
+class Interrupted(KeyboardInterrupt):
+    """raybake is stopping (Ctrl-C or SIGTERM reached the main thread): raised in
+    the threads beside it, which unwind as the main thread does, never as a failed build."""
+
+
+# Every child some thread waits for, with its on_abort; the main thread stops them all.
+_live: dict[subprocess.Popen[str], Callable[[], None] | None] = {}
+_live_lock = threading.Lock()
+_stopping = threading.Event()
+_stopped: set[int] = set()  # pids of the children stopping() ended
+
+
+@contextmanager
+def stopping() -> Iterator[None]:
+    """Stop every live child (their on_abort first) and start no new one, except
+    for cleanup (a thread that is unwinding from an exception), until the block
+    ends normally. The main thread wraps its wait for the other threads' unwinding in it."""
+    with _live_lock:
+        _stopping.set()
+        children = list(_live.items())
+        _stopped.update(proc.pid for proc, _ in children)
+    for _, on_abort in children:
+        if on_abort is not None:
+            try:
+                on_abort()
+            except Exception as exc:  # noqa: BLE001 - best effort: the group is stopped next anyway
+                log.debug("cleanup before stopping a child failed: %s", exc)
+    _stop(*(proc for proc, _ in children))
+    yield
+    _stopping.clear()
+    _stopped.clear()
+
+
+def raise_if_stopping() -> None:
+    """For threads that wait on something other than a child (a lock): Interrupted when raybake is stopping."""
+    if _stopping.is_set() and sys.exc_info()[0] is None:
+        raise Interrupted
 
 
 def run(
@@ -99,44 +144,59 @@ def _started(args: list[str], *, cwd: Path | None = None, env: Mapping[str, str]
              on_abort: Callable[[], None] | None = None, **pipes) -> Iterator[subprocess.Popen[str]]:
     """Start ``args`` in a new session; whatever ends the ``with`` early stops its whole group."""
     full_env = {**os.environ, **env} if env else None
-    try:
-        proc = subprocess.Popen(args, cwd=cwd, env=full_env, text=True, errors="replace",
-                                start_new_session=True, **pipes)
-    except FileNotFoundError as exc:
-        raise ToolError(f"{args[0]} is not installed or not on PATH",
-                        fix=f"install {Path(args[0]).name}") from exc
+    with _live_lock:
+        raise_if_stopping()  # cleanup while unwinding still runs
+        try:
+            proc = subprocess.Popen(args, cwd=cwd, env=full_env, text=True, errors="replace",
+                                    start_new_session=True, **pipes)
+        except FileNotFoundError as exc:
+            raise ToolError(f"{args[0]} is not installed or not on PATH",
+                            fix=f"install {Path(args[0]).name}") from exc
+        _live[proc] = on_abort
     try:
         yield proc
+        if proc.pid in _stopped:
+            raise Interrupted  # stopping() ended it: not the tool's failure
     except BaseException:
-        try:
-            if on_abort is not None:
-                on_abort()
-        finally:
-            _stop(proc)
+        if proc.pid not in _stopped:
+            try:
+                if on_abort is not None:
+                    on_abort()
+            finally:
+                _stop(proc)
         raise
     finally:
+        with _live_lock:
+            del _live[proc]
         for pipe in (proc.stdout, proc.stderr):
             if pipe:
                 pipe.close()
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM to the child's process group, SIGKILL to what is left of it
-    after the grace time (the docker CLI runs buildx as a child of its own)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    while time.monotonic() < deadline:
-        proc.poll()  # reap the leader, or the group never empties
+def _stop(*procs: subprocess.Popen[str]) -> None:
+    """SIGTERM to each child's process group, SIGKILL to what is left of them
+    after the grace time (the docker CLI runs buildx as a child of its own).
+    The groups are stopped side by side: one grace time in all."""
+    live = []
+    for proc in procs:
         try:
-            os.killpg(proc.pid, 0)
+            os.killpg(proc.pid, signal.SIGTERM)
+            live.append(proc)
         except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    proc.wait()
+            pass
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    while live and time.monotonic() < deadline:
+        for proc in list(live):
+            proc.poll()  # reap the leader, or the group never empties
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                live.remove(proc)
+        if live:
+            time.sleep(0.05)
+    for proc in live:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        proc.wait()
