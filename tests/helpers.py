@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+# A base image digest for pure planning tests (no engine to resolve one).
+BASE_DIGEST = "sha256:" + "b" * 64
+
 
 def raybake(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
             check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess[str]:

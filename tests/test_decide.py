@@ -4,6 +4,7 @@
 from dataclasses import dataclass
 
 import pytest
+from helpers import BASE_DIGEST
 
 from raybake.build import decide
 from raybake.errors import RegistryError
@@ -30,7 +31,7 @@ def plan(request, copy_fixture):
     project = load_project(copy_fixture("small"))
     repository = "small" if request.param == "local" else "registry.example.com/team/small"
     (spec,) = load_specs(project, {"RAYBAKE_REPOSITORY": repository})
-    return identify(project, spec, uv_version="0.0.0")
+    return identify(project, spec, uv_version="0.0.0", base_digest=BASE_DIGEST)
 
 
 def image(plan, hash_=None):

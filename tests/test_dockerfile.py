@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import EXAMPLE
+from helpers import BASE_DIGEST
 
 from raybake.dockerfile import render
 from raybake.lockfile import parse_lock
@@ -31,7 +32,7 @@ CASES = {
 
 def recipe(project, spec, python="3.11.2", user="root"):
     """The plan as built, with the base image's Python and user given (no daemon)."""
-    return plan_build(project, identify(project, spec, uv_version="0.0.0"),
+    return plan_build(project, identify(project, spec, uv_version="0.0.0", base_digest=BASE_DIGEST),
                       requirements=spec_requirements(project, spec), lock=parse_lock(project.lock_bytes),
                       python=python, user=user)
 
@@ -72,7 +73,7 @@ def test_printed_dockerfile_names_the_resolved_base_and_python(copy_fixture):
     project = load_project(copy_fixture("small"))
     (spec,) = load_specs(project, {"RAYBAKE_BASE_IMAGE": "example/base:1"})
     text = render(recipe(project, spec, python="3.12.4"))
-    assert 'ARG BASE_IMAGE="example/base:1"\n' in text and 'ARG PYTHON_VERSION="3.12"\n' in text
+    assert f'ARG BASE_IMAGE="example/base:1@{BASE_DIGEST}"\n' in text and 'ARG PYTHON_VERSION="3.12"\n' in text
 
 
 def test_layers_go_from_stable_to_volatile(copy_fixture):
@@ -91,7 +92,7 @@ def test_git_is_added_only_when_the_specs_selection_has_a_git_source(copy_fixtur
     does not select neither adds git nor turns off the split layers."""
     project = load_project(copy_fixture("small"))
     (spec,) = load_specs(project, {"RAYBAKE_BASE_IMAGE": "b:1"})
-    identity = identify(project, spec, uv_version="0.0.0")
+    identity = identify(project, spec, uv_version="0.0.0", base_digest=BASE_DIGEST)
     plain = spec_requirements(project, spec)
     with_git = plain + "gitdep @ git+https://example.com/org/gitdep@0123456789abcdef\n"
     lock = parse_lock(project.lock_bytes)

@@ -235,7 +235,7 @@ def test_job_config_with_an_empty_or_broken_entrypoint(copy_fixture, entrypoint)
 
 def test_an_unknown_pin_version_is_an_error_not_rewritten(copy_fixture):
     root = copy_fixture("small")
-    for version in ("2", '"one"'):
+    for version in ("3", '"one"'):
         text = f'{{"images": {{}}, "version": {version}}}\n'
         (root / "raybake-pin.json").write_text(text)
         assert_clean_error(raybake("pin", "-C", str(root), check=False), "pin format version")

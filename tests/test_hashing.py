@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import BASE_DIGEST
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,10 +18,11 @@ from raybake.project import load_project
 from raybake.spec import load_specs
 
 
-def reference(root: Path, env: dict[str, str] | None = None, uv_version: str = "0.0.1") -> str:
+def reference(root: Path, env: dict[str, str] | None = None, uv_version: str = "0.0.1",
+              base_digest: str = BASE_DIGEST) -> str:
     project = load_project(root)
     (spec,) = load_specs(project, env or {})
-    return identify(project, spec, uv_version=uv_version).reference
+    return identify(project, spec, uv_version=uv_version, base_digest=base_digest).reference
 
 
 def edit(rel: str, old: str, new: str):
@@ -168,6 +170,12 @@ def test_uv_version_and_member_pyprojects_are_hashed(copy_fixture):
     assert reference(root, uv_version="0.0.2") != before
     edit("libs/liba/pyproject.toml", "six==1.17.0", "six>=1.17")(root)
     assert reference(root) != before
+
+
+def test_the_base_images_digest_is_hashed(copy_fixture):
+    """A base tag that moves (same name, another digest) is another image."""
+    root = copy_fixture("small")
+    assert reference(root, base_digest="sha256:" + "c" * 64) != reference(root)
 
 
 def test_tag_shape_and_credentials_are_not_hashed(copy_fixture):

@@ -19,7 +19,15 @@ import yaml
 from helpers import billion_laughs, docker, raybake
 
 from raybake.errors import ProjectError
-from raybake.pin import PIN_FILE, compute_pin, pinned_reference, read_pin, render_pin, update_pin
+from raybake.pin import (
+    PIN_FILE,
+    Pin,
+    compute_pin,
+    pinned_reference,
+    read_pin,
+    render_pin,
+    update_pin,
+)
 from raybake.project import load_project
 from raybake.tools.uv import uv_bin
 
@@ -59,8 +67,8 @@ def test_pin_writes_stable_json_then_leaves_a_current_pin_untouched(copy_fixture
     path = root / PIN_FILE
     text = path.read_text()
     expected = tags(root)
-    assert json.loads(text) == {"version": 1, "images": expected}
-    assert text == json.dumps({"images": expected, "version": 1}, indent=2, sort_keys=True) + "\n"
+    assert json.loads(text) == {"version": 2, "images": expected, "bases": {}}  # the base names its digest
+    assert text == json.dumps({"bases": {}, "images": expected, "version": 2}, indent=2, sort_keys=True) + "\n"
 
     old = 1_000_000_000
     os.utime(path, ns=(old, old))  # a rewrite could not hide behind coarse timestamps
@@ -79,12 +87,12 @@ def test_check_names_stale_entries_and_changes_nothing(copy_fixture):
     assert not path.exists()
 
     current = tags(root)["default"]
-    stale = render_pin({"default": "small:default-0000000000000000", "gone": "small:gone-1111111111111111"})
+    stale = render_pin(Pin({"default": "small:default-0000000000000000", "gone": "small:gone-1111111111111111"}, {}))
     path.write_text(stale)
     proc = raybake("pin", "--check", "-C", str(root), check=False)
     assert proc.returncode == 1, proc.stderr
     assert f"default: small:default-0000000000000000 -> {current}" in proc.stderr
-    assert "gone: small:gone-1111111111111111 -> (no such spec any more)" in proc.stderr
+    assert "gone: small:gone-1111111111111111 -> (removed: no spec has it any more)" in proc.stderr
     assert f"fix: run `raybake pin -C {root}` and commit {root / PIN_FILE}" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert path.read_text() == stale
@@ -93,14 +101,14 @@ def test_check_names_stale_entries_and_changes_nothing(copy_fixture):
 def test_a_stale_pin_is_rewritten_and_reported(copy_fixture):
     root = copy_fixture("small")
     path = root / PIN_FILE
-    path.write_text(render_pin({"default": "small:default-0000000000000000"}))
+    path.write_text(render_pin(Pin({"default": "small:default-0000000000000000"}, {})))
     proc = raybake("pin", cwd=root, check=False)
     assert proc.returncode == 0, proc.stderr
     current = tags(root)["default"]
     assert proc.stderr.startswith("updated raybake-pin.json (it was out of date with the lock):")
     assert f"default: small:default-0000000000000000 -> {current}" in proc.stderr
     assert "stage it: git add raybake-pin.json" in proc.stderr and "error" not in proc.stderr
-    assert read_pin(root) == {"default": current}
+    assert read_pin(root).images == {"default": current}
 
     # New specs: one line per spec, sorted, and the removed spec named.
     (root / "images").mkdir()
@@ -109,20 +117,20 @@ def test_a_stale_pin_is_rewritten_and_reported(copy_fixture):
     proc = raybake("pin", "-C", str(root), check=False)
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"cpu: \(not pinned\) -> small:cpu-[0-9a-f]{16}", proc.stderr)
-    assert f"default: {current} -> (no such spec any more)" in proc.stderr
+    assert f"default: {current} -> (removed: no spec has it any more)" in proc.stderr
     assert list(json.loads(path.read_text())["images"]) == ["cpu", "gpu"]
-    assert read_pin(root) == tags(root)
+    assert read_pin(root).images == tags(root)
     assert raybake("pin", "--check", "-C", str(root), check=False).returncode == 0
 
 
 def test_a_pin_out_of_canonical_form_is_stale(copy_fixture):
     root = copy_fixture("small")
     path = root / PIN_FILE
-    path.write_text(json.dumps({"version": 1, "images": tags(root)}))  # same entries, one line
+    path.write_text(json.dumps({"version": 2, "images": tags(root), "bases": {}}))  # same entries, one line
     proc = raybake("pin", "--check", "-C", str(root), check=False)
     assert proc.returncode == 1 and "not in canonical form" in proc.stderr
     assert raybake("pin", "-C", str(root), check=False).returncode == 0
-    assert path.read_text() == render_pin(tags(root))
+    assert path.read_text() == render_pin(Pin(tags(root), {}))
 
 
 def test_an_invalid_pin_is_reported_and_regenerated(copy_fixture):
@@ -136,7 +144,7 @@ def test_an_invalid_pin_is_reported_and_regenerated(copy_fixture):
     assert proc.returncode == 1 and "not a valid pin" in proc.stderr
     proc = raybake("pin", "-C", str(root), check=False)
     assert proc.returncode == 0 and "updated" in proc.stderr and "it was not a valid pin" in proc.stderr
-    assert read_pin(root) == tags(root)
+    assert read_pin(root).images == tags(root)
 
 
 def test_an_out_of_date_lock_is_an_error_and_the_pin_is_untouched(copy_fixture):
@@ -157,8 +165,8 @@ def test_concurrent_pins_leave_one_complete_file(copy_fixture):
     root = copy_fixture("small")
     exe = Path(sys.executable).parent / "raybake"
     path = root / PIN_FILE
-    expected = render_pin(tags(root))
-    for start in (None, render_pin({"default": "small:default-0000000000000000"})):
+    expected = render_pin(Pin(tags(root), {}))
+    for start in (None, render_pin(Pin({"default": "small:default-0000000000000000"}, {}))):
         if start is None:
             path.unlink(missing_ok=True)
         else:
@@ -180,12 +188,12 @@ def test_exit_non_zero_on_change_fails_a_run_that_wrote_the_pin(copy_fixture):
     proc = raybake("pin", flag, cwd=root, env=env(**OFFLINE_ENV), check=False)
     assert proc.returncode == 1 and "raybake-pin.json did not exist; rewrote it" in proc.stderr
     assert "git add raybake-pin.json" in proc.stderr
-    assert read_pin(root) == tags(root)
+    assert read_pin(root).images == tags(root)
     assert raybake("pin", flag, cwd=root, env=env(**OFFLINE_ENV), check=False).returncode == 0
-    (root / PIN_FILE).write_text(render_pin({"default": "small:default-0000000000000000"}))
+    (root / PIN_FILE).write_text(render_pin(Pin({"default": "small:default-0000000000000000"}, {})))
     proc = raybake("pin", flag, cwd=root, check=False)
     assert proc.returncode == 1 and "out of date with the lock; rewrote it" in proc.stderr
-    assert read_pin(root) == tags(root)
+    assert read_pin(root).images == tags(root)
     assert raybake("pin", flag, "--check", cwd=root, check=False).returncode == 2  # a usage error
 
 
@@ -209,16 +217,16 @@ def test_library_api(copy_fixture):
     root = copy_fixture("small")
     assert read_pin(root) is None and pinned_reference(root, "default") is None
     project = load_project(root)
-    images = compute_pin(project)
+    images = compute_pin(project).images
     assert images == tags(root)
     assert update_pin(project).rewritten is True
     mtime = (root / PIN_FILE).stat().st_mtime_ns
     assert update_pin(project).rewritten is False and (root / PIN_FILE).stat().st_mtime_ns == mtime
-    assert read_pin(root) == images
+    assert read_pin(root).images == images
     assert pinned_reference(root, "default") == images["default"]
     assert pinned_reference(root, "nope") is None
-    (root / PIN_FILE).write_text(json.dumps({"version": 2, "images": {}}))
-    with pytest.raises(ProjectError, match="version 2"):
+    (root / PIN_FILE).write_text(json.dumps({"version": 3, "images": {}}))
+    with pytest.raises(ProjectError, match="version 3"):
         pinned_reference(root, "default")
 
 
@@ -227,7 +235,7 @@ def test_require_present_asks_the_local_store(copy_fixture, engine, unique_repo)
     root = copy_fixture("small")
     run_env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
     raybake("pin", "-C", str(root), env=run_env, check=False)
-    (reference,) = read_pin(root).values()
+    (reference,) = read_pin(root).images.values()
     assert reference.startswith(f"{unique_repo}:default-")
 
     proc = raybake("pin", "--require-present", "-C", str(root), env=run_env, check=False)
@@ -251,7 +259,7 @@ def test_require_present_asks_the_registry_and_an_unreachable_one_is_an_error(co
     root = copy_fixture("small")
     run_env = engine.env(RAYBAKE_REPOSITORY=f"{engine.registry}/{unique_repo}")
     raybake("pin", "-C", str(root), env=run_env, check=False)
-    (reference,) = read_pin(root).values()
+    (reference,) = read_pin(root).images.values()
     proc = raybake("pin", "--require-present", "-C", str(root), env=run_env, check=False)
     assert proc.returncode == 1, proc.stderr
     assert f"default: {reference} is not in its registry" in proc.stderr
@@ -382,7 +390,7 @@ def test_hooks_skip_a_source_only_commit(committed_project):
 
 def test_hooks_stop_a_lock_change_until_the_rewritten_pin_is_staged(committed_project):
     root, hook_env = committed_project
-    old = read_pin(root)["default"]
+    old = read_pin(root).images["default"]
     pyproject = root / "pyproject.toml"
     pyproject.write_text(pyproject.read_text().replace("six==1.17.0", "six==1.16.0"))
     subprocess.run([str(uv_bin()), "lock", "--quiet"], cwd=root, check=True, timeout=300)
@@ -392,7 +400,7 @@ def test_hooks_stop_a_lock_change_until_the_rewritten_pin_is_staged(committed_pr
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     new = tags(root)["default"]
-    assert new != old and read_pin(root) == {"default": new}
+    assert new != old and read_pin(root).images == {"default": new}
     assert f"default: {old} -> {new}" in out and "git add raybake-pin.json" in out
     assert git("rev-list", "--count", "HEAD", cwd=root).stdout.strip() == "1"  # nothing committed
 
@@ -425,7 +433,7 @@ def test_hooks_stop_the_commit_that_creates_the_pin(copy_fixture, hook_repo):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert "raybake-pin.json did not exist; rewrote it" in out and "git add raybake-pin.json" in out
-    assert read_pin(root) == tags(root)
+    assert read_pin(root).images == tags(root)
     assert git("rev-list", "--all", "--count", cwd=root).stdout.strip() == "0"
 
     git("add", PIN_FILE, cwd=root)

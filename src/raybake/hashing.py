@@ -15,7 +15,7 @@ from typing import Any
 from raybake.project import Project
 from raybake.spec import ImageSpec
 
-HASH_SCHEMA = 1  # bump when the set of hashed inputs changes
+HASH_SCHEMA = 2  # bump when the set of hashed inputs changes
 
 # Parts of pyproject.toml that decide the environment; everything else
 # ([tool.ruff], description, scripts, ...) is left out on purpose.
@@ -53,7 +53,7 @@ def dependency_view(pyproject: dict[str, Any]) -> dict[str, Any]:
 
 
 def hash_document(project: Project, spec: ImageSpec, *, uv_version: str,
-                  template_digest: str) -> dict[str, Any]:
+                  template_digest: str, base_digest: str) -> dict[str, Any]:
     """The normalised inputs, as hashed (the lock's bytes follow them)."""
     return {
         "schema": HASH_SCHEMA,
@@ -63,6 +63,7 @@ def hash_document(project: Project, spec: ImageSpec, *, uv_version: str,
         "extras": sorted(spec.extras),
         "dev": spec.dev,
         "base_image": spec.base_image,
+        "base_digest": base_digest,  # what the name resolved to: a moved base tag is another image
         "python": spec.python,  # what is asked for; the base image (hashed) decides the rest
         "package": spec.package,
         "all_packages": spec.all_packages,
@@ -84,9 +85,9 @@ def canonical_bytes(document: dict[str, Any]) -> bytes:
 
 
 def hash_inputs(project: Project, spec: ImageSpec, *, uv_version: str,
-                template_digest: str) -> InputHash:
+                template_digest: str, base_digest: str) -> InputHash:
     doc = canonical_bytes(hash_document(project, spec, uv_version=uv_version,
-                                        template_digest=template_digest))
+                                        template_digest=template_digest, base_digest=base_digest))
     h = hashlib.sha256()
     h.update(len(doc).to_bytes(8, "big"))  # length prefix: no ambiguity at the seam
     h.update(doc)

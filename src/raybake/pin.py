@@ -2,7 +2,9 @@
 
 For every image spec it records the reference the current lock produces (what
 ``raybake tag --all`` prints), so job configs name the right image and a diff
-shows when a commit changes it. The pre-commit hooks in
+shows when a commit changes it; and for every base image the digest its name
+resolved to, which the tags hash: builds start from exactly that base until
+``raybake pin --update-bases`` takes a moved tag. The pre-commit hooks in
 ``.pre-commit-hooks.yaml`` keep it honest: ``raybake pin`` rewrites a stale pin
 and says so (exit 0); pre-commit then fails the hook, as it fails any hook that
 changes a file, until the rewritten pin is staged. ``--check`` changes nothing
@@ -11,14 +13,19 @@ and exits 1 for a stale pin.
 Format (sorted keys, 2-space indent, trailing newline)::
 
     {
+      "bases": {
+        "python:3.11-slim-bookworm": "sha256:..."
+      },
       "images": {
         "default": "my-app:default-0123456789abcdef"
       },
-      "version": 1
+      "version": 2
     }
 
-Computing and checking the pin needs neither the Docker daemon nor the
-network; only :func:`require_present` asks the image store or a registry."""
+Checking the pin, and computing it when it records every base, needs neither
+the Docker daemon nor the network; a base it does not record yet (new, or
+``--update-bases``) is resolved by the engine once, and
+:func:`require_present` asks the image store or a registry."""
 
 from __future__ import annotations
 
@@ -32,8 +39,8 @@ from raybake.files import atomic_write
 from raybake.project import Project
 
 PIN_FILE = "raybake-pin.json"
-PIN_VERSION = 1
-
+PIN_VERSION = 2
+OLD_PIN_VERSIONS = (1,)  # read (no "bases"), then rewritten as PIN_VERSION
 
 
 @dataclass(frozen=True)
@@ -41,14 +48,14 @@ class PinChange:
     """One entry that differs between the pin on disk and the current lock."""
 
     name: str
-    old: str | None  # None: the spec was not pinned
-    new: str | None  # None: the spec no longer exists
+    old: str | None  # None: it was not pinned
+    new: str | None  # None: no spec has it any more
 
     def describe(self) -> str:
         if self.old is None:
             return f"{self.name}: (not pinned) -> {self.new}"
         if self.new is None:
-            return f"{self.name}: {self.old} -> (no such spec any more)"
+            return f"{self.name}: {self.old} -> (removed: no spec has it any more)"
         return f"{self.name}: {self.old} -> {self.new}"
 
 
@@ -56,14 +63,20 @@ def pin_path(project_root: Path) -> Path:
     return Path(project_root) / PIN_FILE
 
 
-def render_pin(images: Mapping[str, str]) -> str:
+@dataclass(frozen=True)
+class Pin:
+    images: Mapping[str, str]  # spec name -> reference
+    bases: Mapping[str, str]  # base image -> the digest it resolved to (names carrying a digest are not listed)
+
+
+def render_pin(pin: Pin) -> str:
     """The canonical text of a pin: stable, so a change touches only its own lines."""
-    return json.dumps({"version": PIN_VERSION, "images": dict(images)},
+    return json.dumps({"version": PIN_VERSION, "images": dict(pin.images), "bases": dict(pin.bases)},
                       indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def parse_pin(text: str, where: str = PIN_FILE) -> dict[str, str]:
-    """The ``images`` mapping of a pin's text; ProjectError when it is not a valid pin."""
+def parse_pin(text: str, where: str = PIN_FILE) -> Pin:
+    """The pin in ``text``; ProjectError when it is not a valid pin."""
     fix = "regenerate it with `raybake pin` (after a merge conflict, too) and commit it"
     try:
         data = json.loads(text)
@@ -72,7 +85,7 @@ def parse_pin(text: str, where: str = PIN_FILE) -> dict[str, str]:
     if not isinstance(data, dict):
         raise ProjectError(f"{where} must hold a JSON object, not {type(data).__name__}", fix=fix)
     version = data.get("version")
-    if version != PIN_VERSION:
+    if version != PIN_VERSION and version not in OLD_PIN_VERSIONS:
         if version is not None:  # a format raybake does not know: never rewritten over
             newer = isinstance(version, int) and version > PIN_VERSION
             raise UnknownPinVersion(
@@ -82,14 +95,20 @@ def parse_pin(text: str, where: str = PIN_FILE) -> dict[str, str]:
         raise ProjectError(f"{where} has no valid \"version\" (expected {PIN_VERSION}, got {version!r})",
                            fix=fix)
     images = data.get("images")
-    if not isinstance(images, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in images.items()):
+    if not _string_map(images):
         raise ProjectError(f"{where}: \"images\" must map spec names to references (strings)", fix=fix)
-    return dict(images)
+    bases = data.get("bases", {}) if version in OLD_PIN_VERSIONS else data.get("bases")
+    if not _string_map(bases):
+        raise ProjectError(f"{where}: \"bases\" must map base images to digests (strings)", fix=fix)
+    return Pin(dict(images), dict(bases))
 
 
-def read_pin(project_root: Path) -> dict[str, str] | None:
-    """The pinned references by spec name, or None when the project has no pin."""
+def _string_map(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def read_pin(project_root: Path) -> Pin | None:
+    """The project's pin, or None when it has none."""
     path = pin_path(project_root)
     try:
         text = path.read_text(encoding="utf-8")
@@ -107,26 +126,50 @@ def pinned_reference(project_root: Path, spec_name: str) -> str | None:
     The pin is taken as written: keeping it current is the job of `raybake pin`
     (the pre-commit hook)."""
     pin = read_pin(project_root)
-    return None if pin is None else pin.get(spec_name)
+    return None if pin is None else pin.images.get(spec_name)
 
 
-def compute_pin(project: Project, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Every spec's reference for the current lock, by spec name.
+def compute_pin(project: Project, environ: Mapping[str, str] | None = None, *,
+                recorded: Mapping[str, str] | None = None, update_bases: bool = False,
+                offline: bool = False) -> Pin:
+    """Every spec's reference for the current lock, and the base digests they hash.
 
     The lock must be up to date with pyproject.toml first (LockOutOfDate, whose
     fix is `uv lock`): a pin of a stale lock would name an image nobody builds.
-    Neither the daemon nor the network is asked."""
-    from raybake.planner import identities_for  # imported here: `pinned_reference` stays light
+    Bases come from ``recorded`` (by default the pin on disk); the engine is
+    asked only for the others (StaleError instead when ``offline``), and for
+    all with ``update_bases`` (it pulls)."""
+    from raybake.plan import pinned_digest
+    from raybake.planner import (  # imported here: `pinned_reference` stays light
+        base_digests,
+        identify_all,
+        recorded_bases,
+        specs_for,
+    )
     from raybake.tools.uv import lock_check
 
     lock_check(project)
-    return {plan.spec.name: plan.reference for plan in identities_for(project, (), all_specs=True,
-                                                                  environ=environ)}
+    specs = specs_for(project, all_specs=True, environ=environ)
+    recorded = recorded_bases(project.root) if recorded is None else recorded
+    images = {s.base_image for s in specs}
+    unrecorded = sorted(i for i in images if pinned_digest(i) is None and i not in recorded)
+    if offline and unrecorded:
+        raise StaleError(f"{PIN_FILE} records no digest for the base image{'s' if len(unrecorded) > 1 else ''} "
+                         f"{', '.join(unrecorded)}",
+                         fix=f"run `raybake pin` (it asks the Docker engine once) and commit {PIN_FILE}")
+    bases = base_digests(images, recorded, refresh=update_bases)
+    return Pin({i.spec.name: i.reference for i in identify_all(project, specs, bases)},
+               {image: digest for image, digest in bases.items() if pinned_digest(image) is None})
 
 
-def diff_pins(old: Mapping[str, str] | None, new: Mapping[str, str]) -> list[PinChange]:
-    """The entries that differ, sorted by spec name."""
-    old = old or {}
+def diff_pins(old: Pin | None, new: Pin) -> list[PinChange]:
+    """The entries that differ: images by spec name, then bases ("base NAME")."""
+    changes = _diff(old.images if old else {}, new.images)
+    return changes + [PinChange(f"base {c.name}", c.old, c.new)
+                      for c in _diff(old.bases if old else {}, new.bases)]
+
+
+def _diff(old: Mapping[str, str], new: Mapping[str, str]) -> list[PinChange]:
     return [PinChange(n, old.get(n), new.get(n)) for n in sorted(set(old) | set(new))
             if old.get(n) != new.get(n)]
 
@@ -169,34 +212,41 @@ class PinStatus:
     rewritten: bool = False
 
 
-def update_pin(project: Project, *, check: bool = False,
+def update_pin(project: Project, *, check: bool = False, update_bases: bool = False,
                environ: Mapping[str, str] | None = None) -> PinStatus:
     """Compare the pin with the current lock and, unless ``check``, rewrite it when stale.
 
-    Read, compare and write happen under one cross-process lock, and the write
-    is an atomic replace: concurrent runs never leave a torn file, and a current
-    pin is not touched (same bytes, same mtime)."""
-    images = compute_pin(project, environ)
+    ``check`` never asks the engine: a base the pin does not record makes it
+    stale. Read, compare and write happen under one cross-process lock, and the
+    write is an atomic replace: concurrent runs never leave a torn file, and a
+    current pin is not touched (same bytes, same mtime)."""
     path = pin_path(project.root)
-    text = render_pin(images)
+    old, _ = _parse_on_disk(_read_text(path), path)
+    pin = compute_pin(project, environ, recorded={} if update_bases or old is None else old.bases,
+                      update_bases=update_bases, offline=check)
+    text = render_pin(pin)
     with _pin_lock(path):
         on_disk = _read_text(path)
         if on_disk == text:
-            return PinStatus(path, images, current=True)
-        old: dict[str, str] | None = None
-        invalid = None
-        if on_disk is not None:
-            try:
-                old = parse_pin(on_disk, "the file")
-            except UnknownPinVersion as exc:
-                raise UnknownPinVersion(exc.message.replace("the file", str(path), 1), exc.fix) from None
-            except ProjectError as exc:
-                invalid = exc.message
-        changes = tuple(diff_pins(old, images))
+            return PinStatus(path, dict(pin.images), current=True)
+        old, invalid = _parse_on_disk(on_disk, path)
+        changes = tuple(diff_pins(old, pin))
         if not check:
             _write_atomic(path, text)
-        return PinStatus(path, images, current=False, changes=changes, invalid=invalid,
+        return PinStatus(path, dict(pin.images), current=False, changes=changes, invalid=invalid,
                          missing=on_disk is None, rewritten=not check)
+
+
+def _parse_on_disk(text: str | None, path: Path) -> tuple[Pin | None, str | None]:
+    """The pin in a file's text, or why it is not one; a format raybake does not know is an error."""
+    if text is None:
+        return None, None
+    try:
+        return parse_pin(text, "the file"), None
+    except UnknownPinVersion as exc:
+        raise UnknownPinVersion(exc.message.replace("the file", str(path), 1), exc.fix) from None
+    except ProjectError as exc:
+        return None, exc.message
 
 
 def _display_path(path: Path) -> str:
@@ -276,6 +326,6 @@ def require_present(images: Mapping[str, str]) -> None:
                                "names a registry)")
 
 
-__all__ = ["PIN_FILE", "PIN_VERSION", "ImageMissing", "PinChange", "PinStatus", "compute_pin",
+__all__ = ["PIN_FILE", "PIN_VERSION", "ImageMissing", "Pin", "PinChange", "PinStatus", "compute_pin",
            "diff_pins", "parse_pin", "pin_path", "pinned_reference", "read_pin", "render_pin",
            "require_present", "stale_error", "update_message", "update_pin"]

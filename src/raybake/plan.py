@@ -58,28 +58,36 @@ def _sample_plan() -> BuildPlan:
     spec = ImageSpec(name="sample", source="raybake", repository="sample", base_image="base:1", python="3.12",
                      apt_packages=("pkg",), env=(("A", "$b c"),), index_secrets=("SECRET",),
                      python_apt=("python3.12",))
-    identity = ImageIdentity(spec, InputHash("0" * 64), "sample:sample-" + "0" * 16)
+    identity = ImageIdentity(spec, InputHash("0" * 64), "sample:sample-" + "0" * 16, "sha256:" + "0" * 64)
     return BuildPlan(identity=identity, python="3.12.0", user="nobody", requirements="",
                      apt_packages=spec.apt_packages, env=spec.env,
                      dep_layers=(PinnedLayer("heavy-x", ("x",), "layers/heavy-x.txt"), SyncLayer(("--frozen",))),
                      context_files=(ContextFile("uv.lock", "uv.lock"),), bind_files=("uv.lock",),
                      index_secrets=spec.index_secrets,
-                     build_args=(("BASE_IMAGE", "base:1"), ("PYTHON_VERSION", "3.12"),
+                     build_args=(("BASE_IMAGE", identity.base_reference), ("PYTHON_VERSION", "3.12"),
                                  ("PYTHON_APT_PACKAGES", "python3.12")),
                      labels=((contract.LABEL_SPEC, "sample"),))
 
 
 @dataclass(frozen=True)
 class ImageIdentity:
-    """What an image is: the spec, the hash of what decides it, its reference."""
+    """What an image is: the spec, the hash of what decides it, its reference,
+    and the digest of the base image it is built from (hashed: a base tag that
+    moves makes another image)."""
 
     spec: ImageSpec
     input_hash: InputHash
     reference: str
+    base_digest: str  # sha256:...
 
     @property
     def tag(self) -> str:
         return Reference.parse(self.reference).tag or ""
+
+    @property
+    def base_reference(self) -> str:
+        """The base image by digest, as the build's FROM takes it."""
+        return str(Reference.parse(self.spec.base_image).with_name_and_digest(self.base_digest))
 
 
 @dataclass(frozen=True)
@@ -168,10 +176,17 @@ def check_lock_version(project: Project, uv_version: str) -> None:
                 "(see `uv --version` where the lock was made)")
 
 
-def identify(project: Project, spec: ImageSpec, *, uv_version: str) -> ImageIdentity:
+def identify(project: Project, spec: ImageSpec, *, uv_version: str, base_digest: str) -> ImageIdentity:
+    """``base_digest``: what spec.base_image resolves to (raybake.planner.base_digests)."""
     check_lock_version(project, uv_version)
-    input_hash = hash_inputs(project, spec, uv_version=uv_version, template_digest=template_digest())
-    return ImageIdentity(spec, input_hash, reference_for(spec, input_hash))
+    input_hash = hash_inputs(project, spec, uv_version=uv_version, template_digest=template_digest(),
+                             base_digest=base_digest)
+    return ImageIdentity(spec, input_hash, reference_for(spec, input_hash), base_digest)
+
+
+def pinned_digest(base_image: str) -> str | None:
+    """The digest a base image names itself (NAME@sha256:...): nothing to resolve."""
+    return Reference.parse(base_image).digest
 
 
 # ---- selection: which of the lock a spec installs ----
@@ -302,7 +317,7 @@ def plan_build(project: Project, identity: ImageIdentity, *, requirements: str, 
         context_files=tuple(context),
         bind_files=tuple(c.target for c in context),
         index_secrets=spec.index_secrets,
-        build_args=(("BASE_IMAGE", spec.base_image), ("PYTHON_VERSION", ".".join(python.split(".")[:2])),
+        build_args=(("BASE_IMAGE", identity.base_reference), ("PYTHON_VERSION", ".".join(python.split(".")[:2])),
                     ("PYTHON_APT_PACKAGES", " ".join(spec.python_apt)),
                     ("SOURCE_DATE_EPOCH", str(SOURCE_DATE_EPOCH))),
         labels=((contract.LABEL_INPUT_HASH, identity.input_hash.hexdigest),

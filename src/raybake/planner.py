@@ -1,18 +1,21 @@
-"""The impure edge of planning: finds the two facts a recipe needs outside the
+"""The impure edge of planning: finds the facts planning needs outside the
 project files, then hands them to the pure raybake.plan.
 
+- The digest of each base image (hashed into the tag): named in the spec, else
+  recorded in raybake-pin.json, else asked of the engine (``base_digests``).
 - `uv export` of the spec's selection, run once per build; the same text goes
   to verification.
 - The interpreters of the base image, from one throwaway container, remembered
   by the base's image ID.
 
-``identities_for`` needs neither: `tag`, `pin` and job configs use it alone."""
+``identities_for`` needs only the first: `tag`, `pin` and job configs use it
+alone, with no daemon when every base is pinned."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +26,10 @@ from raybake.paths import cache_dir
 from raybake.plan import (
     BuildPlan,
     ImageIdentity,
+    check_lock_version,
     identify,
     local_package_args,
+    pinned_digest,
     plan_build,
     resolve_python,
     uv_selection_args,
@@ -55,11 +60,64 @@ class BaseFacts:
     user: str  # the user the base image runs as
 
 
-def identities_for(project: Project, names: tuple[str, ...] = (), *, all_specs: bool = False,
-                   environ: Mapping[str, str] | None = None) -> tuple[ImageIdentity, ...]:
+def specs_for(project: Project, names: tuple[str, ...] = (), *, all_specs: bool = False,
+              environ: Mapping[str, str] | None = None) -> tuple[ImageSpec, ...]:
     specs = load_specs(project, os.environ if environ is None else environ)
-    chosen = specs if all_specs else select(specs, names)
-    return tuple(identify(project, s, uv_version=uv_version()) for s in chosen)
+    return tuple(specs if all_specs else select(specs, names))
+
+
+def identities_for(project: Project, names: tuple[str, ...] = (), *, all_specs: bool = False,
+                   environ: Mapping[str, str] | None = None,
+                   bases: Mapping[str, str] | None = None) -> tuple[ImageIdentity, ...]:
+    """The chosen specs' identities. ``bases`` maps base images to digests;
+    by default those raybake-pin.json records, the rest asked of the engine."""
+    chosen = specs_for(project, names, all_specs=all_specs, environ=environ)
+    if bases is None:
+        check_lock_version(project, uv_version())  # a file error before asking the engine
+        bases = base_digests({s.base_image for s in chosen}, recorded_bases(project.root))
+    return identify_all(project, chosen, bases)
+
+
+def identify_all(project: Project, specs: tuple[ImageSpec, ...],
+                 bases: Mapping[str, str]) -> tuple[ImageIdentity, ...]:
+    version = uv_version()
+    return tuple(identify(project, s, uv_version=version, base_digest=bases[s.base_image]) for s in specs)
+
+
+def recorded_bases(project_root: Path) -> dict[str, str]:
+    """The base digests raybake-pin.json records; none without a pin."""
+    from raybake.pin import read_pin
+
+    pin = read_pin(project_root)
+    return dict(pin.bases) if pin else {}
+
+
+def base_digests(base_images: Iterable[str], recorded: Mapping[str, str], *,
+                 refresh: bool = False) -> dict[str, str]:
+    """Each base image's digest: the one it names, else the recorded one, else
+    the engine's (the local store's image, else its registry's; ``refresh``
+    pulls first and ignores ``recorded``)."""
+    from raybake.tools import docker
+
+    digests = {}
+    for image in sorted(set(base_images)):
+        digests[image] = (pinned_digest(image) or (None if refresh else recorded.get(image))
+                          or docker.base_digest(image, refresh=refresh))
+    return digests
+
+
+def moved_base(identity: ImageIdentity) -> str | None:
+    """A note when the local store holds another image under the base's name than
+    the digest being built from (the tag moved since raybake-pin.json recorded it)."""
+    from raybake.tools import docker
+
+    if pinned_digest(identity.spec.base_image):
+        return None
+    here = docker.local_image_id(identity.spec.base_image)
+    if here is None or here == identity.base_digest:
+        return None
+    return (f"{identity.spec.base_image} is now {here[:19]} here; building from {identity.base_digest[:19]}, "
+            "the digest raybake-pin.json records (`raybake pin --update-bases` takes the new one)")
 
 
 def spec_requirements(project: Project, spec: ImageSpec) -> str:
@@ -71,7 +129,7 @@ def spec_requirements(project: Project, spec: ImageSpec) -> str:
 def make_plan(project: Project, identity: ImageIdentity) -> BuildPlan:
     spec = identity.spec
     check_platform(spec.platform)
-    base = base_facts(spec.base_image)
+    base = base_facts(identity.base_reference)
     python = resolve_python(spec, project.requires_python, base.pythons)
     return plan_build(project, identity, requirements=spec_requirements(project, spec),
                       lock=parse_lock(project.lock_bytes, str(project.root / "uv.lock")), python=python,
@@ -94,7 +152,11 @@ def base_facts(base_image: str) -> BaseFacts:
     """The base image's Pythons and user, from one throwaway container (remembered by image ID)."""
     from raybake.tools import docker
 
-    image_id = docker.local_image_id(base_image) or docker.pull(base_image)
+    try:
+        image_id = docker.local_image_id(base_image) or docker.pull(base_image)
+    except EngineError as exc:
+        raise EngineError(exc.message, fix=f"{exc.fix}; when the digest is the one raybake-pin.json records for "
+                          "a base tag that has moved since, `raybake pin --update-bases` takes the new one") from None
     memo = cache_dir() / "base-facts" / f"{image_id.replace(':', '-')}.json"
     if memo.is_file():
         return BaseFacts(**json.loads(memo.read_text()))
@@ -133,7 +195,7 @@ def check_lock_in_base(project: Project, plan: BuildPlan) -> None:
     uv = "/run/raybake-uv"
     python = "python" + ".".join(plan.python.split(".")[:2])
     code, out, err = docker.run_container(
-        plan.spec.base_image, [uv, *lock_check_args(python)],
+        plan.identity.base_reference, [uv, *lock_check_args(python)],
         mounts=((project.root, contract.PROJECT_DIR), (uv_bin(), uv)), workdir=contract.PROJECT_DIR,
         env={"UV_CACHE_DIR": "/tmp/raybake-uv-cache", "HOME": "/tmp"})
     lock_verdict(project, code, err or out, where=f"in the base image {plan.spec.base_image}")

@@ -28,6 +28,10 @@ class Reference:
         first, slash, _ = self.repository.partition("/")
         return first if slash and ("." in first or ":" in first or first == "localhost") else None
 
+    def with_name_and_digest(self, digest: str) -> Reference:
+        """The tag kept for the reader, the digest for the engine (NAME:TAG@sha256:...)."""
+        return replace(self, digest=digest)
+
     def with_digest(self, digest: str) -> Reference:
         """The same image by digest: a tag can move, a digest cannot."""
         return replace(self, tag=None, digest=digest)

@@ -13,32 +13,40 @@ from raybake.project import load_project
                    "(asks the registry or the daemon).")
 @click.option("--lock-only", is_flag=True,
               help="Only check that uv.lock is up to date with every pyproject.toml (offline).")
+@click.option("--update-bases", is_flag=True,
+              help="Pull every base image and record the digest its tag points to now (a moved tag makes "
+                   "new image references).")
 @click.option("--exit-non-zero-on-change", is_flag=True,
               help="Exit 1 when the pin had to be written (the pre-commit hook: pre-commit does not "
                    "notice a newly created file).")
 @project_option
-def command(check: bool, require_present: bool, lock_only: bool, exit_non_zero_on_change: bool,
-            project_dir: Path) -> None:
-    """Write raybake-pin.json: each image spec's reference for the current lock.
+def command(check: bool, require_present: bool, lock_only: bool, update_bases: bool,
+            exit_non_zero_on_change: bool, project_dir: Path) -> None:
+    """Write raybake-pin.json: each image spec's reference for the current lock,
+    and the digest of each base image.
 
     Rewrites a stale or missing pin, says what changed and exits 0 (stage it
     with `git add raybake-pin.json`); in pre-commit the hook fails, like a
     formatter's, until the new pin is staged. --check changes nothing and exits
-    1 for a stale pin. No daemon, no network (except --require-present)."""
+    1 for a stale pin. No daemon, no network, except for a base image the pin
+    does not record yet (the engine resolves it once), --update-bases and
+    --require-present."""
     from raybake import pin
     from raybake.tools.uv import lock_check
 
-    if lock_only and (check or require_present or exit_non_zero_on_change):
-        raise click.UsageError("--lock-only cannot be combined with --check, --require-present "
-                               "or --exit-non-zero-on-change")
+    if lock_only and (check or require_present or exit_non_zero_on_change or update_bases):
+        raise click.UsageError("--lock-only cannot be combined with --check, --require-present, "
+                               "--update-bases or --exit-non-zero-on-change")
     if check and exit_non_zero_on_change:
         raise click.UsageError("--check changes nothing: it already exits 1 for a stale pin")
+    if check and update_bases:
+        raise click.UsageError("--check changes nothing; run --update-bases without it")
     project = load_project(project_dir)
     if lock_only:
         lock_check(project)
         click.echo(f"{project.root / 'uv.lock'} is up to date", err=True)
         return
-    status = pin.update_pin(project, check=check)
+    status = pin.update_pin(project, check=check, update_bases=update_bases)
     if not status.current and (check or exit_non_zero_on_change):
         raise pin.stale_error(status)
     if status.rewritten:

@@ -360,6 +360,30 @@ def pull(reference: str) -> str:
     return local_image_id(reference) or reference
 
 
+def base_digest(reference: str, *, refresh: bool = False) -> str:
+    """The digest a build from ``reference`` starts from: the local store's image
+    (with the containerd image store its ID is the manifest or index digest a
+    registry serves), else its registry's, without pulling. ``refresh`` pulls
+    first, to take a tag that moved in the registry."""
+    if refresh:
+        pull(reference)
+    if (image_id := local_image_id(reference)) is not None:
+        return image_id
+    try:
+        remote = registry_image(reference)
+    except RegistryError as exc:
+        raise RegistryError(f"cannot resolve the base image {reference} to a digest: it is not in the local "
+                            f"image store, and {exc.message.split(': ', 1)[-1]}",
+                            fix=f"`docker pull {reference}` (or `docker load` it); or set base_image "
+                                "(RAYBAKE_BASE_IMAGE) to an image you have, or name it by digest "
+                                "(NAME@sha256:...)") from None
+    if remote is None:
+        raise EngineError(f"the base image {reference} is neither in the local image store nor in its registry",
+                          fix=f"check the name, then `docker pull {reference}` (or `docker load` it); or set "
+                              "base_image (RAYBAKE_BASE_IMAGE) to an image in `docker images`")
+    return remote.digest
+
+
 def image_labels(reference: str) -> dict[str, str]:
     image = local_image(reference)
     if image is None:
