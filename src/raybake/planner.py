@@ -13,6 +13,7 @@ alone, with no daemon when every base is pinned."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -121,9 +122,16 @@ def moved_base(identity: ImageIdentity) -> str | None:
 
 
 def spec_requirements(project: Project, spec: ImageSpec) -> str:
-    """`uv export` (with hashes) of what the spec installs, never the project's own packages."""
-    return export_requirements(project, (*local_package_args(project, verb="emit"),
-                                         *uv_selection_args(project, spec)))
+    """`uv export` (with hashes) of what the spec installs, never the project's own packages.
+    Run once per lock and selection in a process (`raybake submit` asks before and while building)."""
+    args = (*local_package_args(project, verb="emit"), *uv_selection_args(project, spec))
+    key = (str(project.root), hashlib.sha256(project.lock_bytes).hexdigest(), args)
+    if key not in _exported:
+        _exported[key] = export_requirements(project, args)
+    return _exported[key]
+
+
+_exported: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
 
 def make_plan(project: Project, identity: ImageIdentity) -> BuildPlan:
