@@ -1,11 +1,13 @@
 """raybake benchmarks (not a test): image builds against two plain Dockerfiles,
-a fresh CI runner with a registry build cache, what a node pulls, and Ray
-start-up on one node and on several.
+a fresh CI runner with a registry build cache, `build --all` of a matrix of
+Pythons against one spec, what a node pulls, and Ray start-up on one node and
+on several.
 
     make bench                                   # = uv run --frozen --with matplotlib python benchmarks/run.py
     uv run --frozen --with matplotlib python benchmarks/run.py --quick --only build
 
-Modules: builds.py (warm machine and fresh runner), pulls.py (node pulls),
+Modules: builds.py (warm machine and fresh runner), matrix.py (--all against
+one spec), pulls.py (node pulls),
 raystart.py (Ray start-up), report.py (tables, targets, chart); common.py and
 images.py are what they share. Writes benchmarks/results/results.{md,json,png}
 and prints the Markdown. See benchmarks/README.md.
@@ -24,6 +26,7 @@ from typing import Any
 
 from builds import BuildBench, FreshRunnerBench
 from common import CA_BUNDLE, EXAMPLE, LOGS, RESULTS, WORK, capture, engine_facts
+from matrix import MatrixBench
 from pulls import PullBench
 from raystart import NODE_MODES, RAY_MODES, RayBench
 from report import (
@@ -31,6 +34,7 @@ from report import (
     markdown,
     summarize_builds,
     summarize_fresh,
+    summarize_matrix,
     summarize_pulls,
     summarize_ray,
     targets,
@@ -38,7 +42,7 @@ from report import (
 
 from images import image_id
 
-PARTS = ("build", "fresh", "pull", "ray", "nodes")
+PARTS = ("build", "fresh", "matrix", "pull", "ray", "nodes")
 
 
 def main() -> int:
@@ -105,6 +109,12 @@ def main() -> int:
         record("fresh", fresh.run(), summarize_fresh)
         for tool, pair in fresh.pushed.items():
             pushed.setdefault(tool, pair)
+    if "matrix" in parts:
+        trixie = os.environ.get("RAYBAKE_BASE_IMAGE_PY313") or facts.get("RAYBAKE_TEST_TRIXIE_BASE_IMAGE") or \
+            "raybake-test/trixie-python:3.13"
+        if image_id(trixie) is None:
+            sys.exit(f"error: the base image {trixie} is not in the local store\nfix: bash buildkit/engine-up")
+        record("matrix", MatrixBench(opts, base, trixie, stamp).run(), summarize_matrix)
     if "pull" in parts:
         record("pull", PullBench(opts, base, stamp, registry, pushed).run(), summarize_pulls)
     if "ray" in parts:

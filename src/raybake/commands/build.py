@@ -12,7 +12,9 @@ from raybake.verify import verify_or_raise
 
 @click.command("build")
 @click.argument("names", nargs=-1)
-@click.option("--all", "all_specs", is_flag=True, help="Build every image spec.")
+@click.option("--all", "all_specs", is_flag=True,
+              help="Build every image spec; specs on different base images at the same time "
+                   "(at most RAYBAKE_BUILD_JOBS, default 4).")
 @click.option("--push", is_flag=True, help="Push to the registry; an image already there is not rebuilt.")
 @click.option("--force", is_flag=True, help="Build even when the reference already exists.")
 @click.option("--no-cache", is_flag=True, help="Ignore BuildKit's layer cache (uv's download cache is kept).")
@@ -32,8 +34,9 @@ def command(names: tuple[str, ...], all_specs: bool, push: bool, force: bool, no
             keep_failed: bool, project_dir: Path) -> None:
     """Build the image(s) of a uv project, only when the lock hash is new.
 
-    With several images, one that fails does not stop the others; a summary
-    line per image ends the output, and the exit code is non-zero when any failed."""
+    With several images, those on different base images build at the same time
+    (each progress line names its spec), one that fails does not stop the others;
+    a summary line per image ends the output, and the exit code is non-zero when any failed."""
     outcomes = build(project_dir, names, all_specs=all_specs, push=push, force=force, no_cache=no_cache,
                      keep_failed=keep_failed, reporter=ConsoleReporter(),
                      verify=None if no_verify else verify_or_raise, cache_from=cache_from, cache_to=cache_to)
