@@ -172,20 +172,21 @@ def test_clean_image_passes(clean_image):
 
 @pytest.mark.engine
 @pytest.mark.parametrize("case", BREAKAGES)
-def test_broken_images_are_caught(clean_image, case):
+def test_broken_images_are_caught(clean_image, case, tmp_path):
     root, ref, env = clean_image
     command, expected = BREAKAGES[case]
-    name = f"raybake-break-{uuid.uuid4().hex[:8]}"
-    broken = f"raybake-test/broken:{name}"
-    docker("run", "--name", name, "--network", "none", "--entrypoint", "sh", ref, "-c", command)
+    broken = f"raybake-test/broken:{uuid.uuid4().hex[:8]}"
+    # Built with BuildKit, not `docker commit` (which failed beside concurrent cache pruning).
+    (tmp_path / "break.sh").write_text(command + "\n")
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {ref}\nRUN --mount=type=bind,source=break.sh,target=/tmp/break.sh sh /tmp/break.sh\n")
+    docker("buildx", "build", "--quiet", "--network", "none", "--tag", broken, str(tmp_path))
     try:
-        docker("commit", name, broken)
         proc = raybake("verify", broken, "-C", str(root), env=env, check=False)
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert expected in proc.stdout
         assert "FAIL" in proc.stdout
     finally:
-        docker("rm", "-f", name, check=False)
         docker("image", "rm", broken, check=False)
 
 
