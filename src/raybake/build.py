@@ -50,8 +50,8 @@ BuildStatus = Literal["built", "built and pushed", "pushed", "up to date"]
 class BuildResult:
     reference: str
     status: BuildStatus
-    image_id: str | None
-    digest_reference: str | None  # repository@sha256:..., when pushed
+    image_id: str | None  # the verified local image; None when only its registry has it
+    digest_reference: str | None  # repository@sha256:..., when pushed or found there
     size: int | None
     seconds: float
 
@@ -63,6 +63,7 @@ class Decision:
     action: Literal["skip", "push", "build"]  # "push": built here already, not in the registry yet
     note: str | None = None  # why an image present under the tag is built again
     digest_reference: str | None = None  # repository@sha256:... of the registry's image, when checked
+    image_id: str | None = None  # the local image whose label was checked: what to run, not the movable tag
 
 
 def decide(plan: ImageIdentity, *, push: bool, force: bool, engine: Engine = docker) -> Decision:
@@ -82,10 +83,10 @@ def decide(plan: ImageIdentity, *, push: bool, force: bool, engine: Engine = doc
     if push:
         if (remote := registry_digest_reference(plan.reference, want, platform=plan.spec.platform,
                                                 engine=engine)) is not None:
-            return Decision("skip", digest_reference=remote)
-        return Decision("push") if here else Decision("build", note)
+            return Decision("skip", digest_reference=remote, image_id=local.image_id if here else None)
+        return Decision("push", image_id=local.image_id) if here else Decision("build", note)
     if here:
-        return Decision("skip")
+        return Decision("skip", image_id=local.image_id)
     if local is None and Reference.parse(plan.reference).registry and (
             remote := registry_digest_reference(plan.reference, want, platform=plan.spec.platform,
                                                 engine=engine)) is not None:
@@ -202,7 +203,7 @@ def ensure_image(project: Project, plan: ImageIdentity, *, push: bool = False, f
     start = time.monotonic()
     decision = decide(plan, push=push, force=force)
     if decision.action == "skip":
-        return BuildResult(plan.reference, "up to date", None, decision.digest_reference, None,
+        return BuildResult(plan.reference, "up to date", decision.image_id, decision.digest_reference, None,
                            time.monotonic() - start)
     # One build per reference at a time, across processes; a waiter then finds it done.
     with locks.build_lock(plan.reference, on_wait=lambda s: reporter.step(
@@ -210,8 +211,8 @@ def ensure_image(project: Project, plan: ImageIdentity, *, push: bool = False, f
         if not force:
             decision = decide(plan, push=push, force=False)
         if decision.action == "skip":
-            return BuildResult(plan.reference, "up to date", None, decision.digest_reference, None,
-                               time.monotonic() - start)
+            return BuildResult(plan.reference, "up to date", decision.image_id, decision.digest_reference,
+                               None, time.monotonic() - start)
         if decision.action == "build":
             if decision.note:
                 reporter.step(f"{decision.note}; building it again")
@@ -228,7 +229,7 @@ def ensure_image(project: Project, plan: ImageIdentity, *, push: bool = False, f
             _verify_and_tag(project, plan, recipe, image_id, verify=verify, keep_failed=keep_failed,
                             reporter=reporter)
         else:
-            image_id = docker.local_image_id(plan.reference)
+            image_id = decision.image_id
         digest_ref = None
         if push:
             reporter.step(f"pushing {plan.reference}")

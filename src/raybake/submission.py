@@ -58,6 +58,8 @@ def submit(project_dir: Path, names: tuple[str, ...], command: Sequence[str], *,
                      requires_python=project.requires_python)
     result = ensure_image(project, plan, reporter=reporter, verify=verify_or_raise, lock_checked=check_lock(project))
     reporter.step(f"image {plan.reference}: {result.status}")
+    # Run what was checked, by ID or digest: the tag could be moved in between.
+    image = result.image_id or result.digest_reference or plan.reference
     if client is not None:
         check_client(client, image_ray=image_ray, image_python=image_python(plan, plan.reference),
                      requires_python=project.requires_python)
@@ -68,15 +70,15 @@ def submit(project_dir: Path, names: tuple[str, ...], command: Sequence[str], *,
             config = ray_job_config(plan, staged, command, image=plan.reference)
             reporter.step(f"submitting `{config['entrypoint']}` to {address}")
             return submit_and_follow(address, on_log=reporter.job_line, head_outlives_job=True, **config)
-        with local_head(plan.reference, on_step=reporter.step) as local:
-            return _submit_in_image(plan, staged, command, local.address, reporter)
+        with local_head(image, on_step=reporter.step) as local:
+            return _submit_in_image(plan, image, staged, command, local.address, reporter)
 
 
 IN_IMAGE_WORKING_DIR = "/raybake/working_dir"
 
 
-def _submit_in_image(plan: ImageIdentity, staged: StagedTree, command: Sequence[str], address: str,
-                     reporter: Reporter) -> str:
+def _submit_in_image(plan: ImageIdentity, image: str, staged: StagedTree, command: Sequence[str],
+                     address: str, reporter: Reporter) -> str:
     """Submit to raybake's own local head with the image's Ray client (a container
     of the same image on the host network): the client's Ray and Python are the
     cluster's by construction, whatever this machine has."""
@@ -93,7 +95,7 @@ def _submit_in_image(plan: ImageIdentity, staged: StagedTree, command: Sequence[
             reporter.job_line(text)
 
     code = docker.run_streaming(
-        plan.reference,
+        image,
         [VENV_PYTHON, "-c", in_image_source(SUBMIT_SCRIPT), json.dumps({"address": address, **config})],
         on_line=line, mounts=((staged.path, IN_IMAGE_WORKING_DIR),))
     if not outcome:
