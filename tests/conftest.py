@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import BASE_DIGEST
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 EXAMPLE = REPO / "examples" / "ray-app"
 ENGINE_UP = REPO / "buildkit" / "engine-up"
-OFFLINE_BASE_IMAGE = f"python:3.11-slim-bookworm@{BASE_DIGEST}"
 
 
 @dataclass(frozen=True)
@@ -58,16 +56,6 @@ def engine() -> Engine:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """raybake's memo and lock files go to a per-session directory."""
     monkeypatch.setenv("RAYBAKE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "raybake-cache"))
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _base_by_digest():
-    """The default base named by digest, as a machine without Docker names it:
-    tests that build nothing need no engine to resolve it (Engine.env() and
-    explicit environments say otherwise). Session-wide: session fixtures run raybake too."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAYBAKE_BASE_IMAGE", OFFLINE_BASE_IMAGE)
-        yield
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
-"""The base image's digest is hashed: a base tag that moves makes another image
-tag, and raybake-pin.json holds the base still until `raybake pin --update-bases`."""
+"""Base image digests: once `raybake pin --update-bases` has recorded them, the
+tags hash them and builds start from exactly that digest, so a base tag that
+moves changes nothing until the next --update-bases, which changes the tag.
+Nothing but --update-bases asks the engine."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from helpers import docker, raybake
 
 from raybake.pin import PIN_FILE
 
-OFFLINE = {"DOCKER_HOST": "unix:///nonexistent"}
+OFFLINE = {"DOCKER_HOST": "unix:///nonexistent", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "HTTP_PROXY": "http://127.0.0.1:9"}
 LABEL = "dev.raybake.test.base-variant"
 
 
@@ -30,73 +33,105 @@ def tag(root, env) -> str:
     return raybake("tag", "-C", str(root), env=env).stdout.strip()
 
 
+def pin_file(root) -> dict:
+    return json.loads((root / PIN_FILE).read_text())
+
+
 @pytest.mark.engine
-def test_a_moved_base_tag_changes_the_image_tag(copy_fixture, engine, tmp_path):
-    base = f"raybake-test/moving-{uuid.uuid4().hex[:8]}:1"
+@pytest.mark.registry
+def test_a_recorded_base_holds_until_update_bases(copy_fixture, engine, tmp_path, unique_repo):
+    base = f"{engine.registry}/raybake-test/moving-{uuid.uuid4().hex[:8]}:1"
     root = copy_fixture("small")
-    env = engine.env(RAYBAKE_BASE_IMAGE=base)
+    env = engine.env(RAYBAKE_BASE_IMAGE=base, RAYBAKE_REPOSITORY=unique_repo)
+    built = []
+    try:
+        first = variant(engine, tmp_path, base, 1)
+        docker("push", "--quiet", base)
+        by_name = tag(root, env)  # nothing recorded: the base is hashed by name
+        proc = raybake("pin", "--update-bases", "-C", str(root), env=env, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert f"base {base}: (not pinned) -> {first}" in proc.stderr
+        assert pin_file(root)["bases"] == {base: first}
+        pinned = pin_file(root)["images"]["default"]
+        assert pinned != by_name
+        # The pin answers from here on: no daemon, no network.
+        assert tag(root, {**env, **OFFLINE}) == pinned
+        for args in (("pin", "--check"), ("pin",)):
+            assert raybake(*args, "-C", str(root), env={**env, **OFFLINE}, check=False).returncode == 0
+
+        second = variant(engine, tmp_path, base, 2)  # the base's tag moves, here and in the registry
+        docker("push", "--quiet", base)
+        assert second != first and tag(root, env) == pinned
+        # A build starts from the recorded digest (pulled from the registry by digest) and says the tag moved.
+        proc = raybake("build", "-C", str(root), env=env, check=False)
+        assert proc.returncode == 0, proc.stderr
+        built.append(pinned)
+        assert f"from {base}@{first}" in proc.stderr
+        assert "raybake-pin.json records" in proc.stderr and "--update-bases" in proc.stderr
+        labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", pinned).stdout)
+        assert labels[LABEL] == "1"
+
+        proc = raybake("pin", "--update-bases", "-C", str(root), env=env, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert f"base {base}: {first} -> {second}" in proc.stderr
+        assert pin_file(root)["bases"] == {base: second}
+        assert pin_file(root)["images"]["default"] not in (pinned, by_name)
+        assert tag(root, {**env, **OFFLINE}) == pin_file(root)["images"]["default"]
+    finally:
+        for reference in (base, f"{base}@{first}", *built):
+            docker("image", "rm", "--force", reference, check=False)
+
+
+@pytest.mark.engine
+def test_a_recorded_base_that_is_gone_is_an_error_with_the_fix(copy_fixture, engine, tmp_path, unique_repo):
+    base = f"raybake-test/moving-{uuid.uuid4().hex[:8]}:1"  # in no registry
+    root = copy_fixture("small")
+    env = engine.env(RAYBAKE_BASE_IMAGE=base, RAYBAKE_REPOSITORY=unique_repo)
     try:
         variant(engine, tmp_path, base, 1)
-        first = tag(root, env)
-        assert tag(root, env) == first
-        variant(engine, tmp_path, base, 2)
-        assert tag(root, env) != first
+        raybake("pin", "--update-bases", "-C", str(root), env=env)
+        variant(engine, tmp_path, base, 2)  # the recorded image is now untagged
+        proc = raybake("build", "-C", str(root), env=env, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert "is not in the local image store" in proc.stderr and "raybake pin --update-bases" in proc.stderr
+        assert "Traceback" not in proc.stderr
     finally:
         docker("image", "rm", "--force", base, check=False)
 
 
 @pytest.mark.engine
 @pytest.mark.registry
-def test_the_pin_holds_the_base_until_update_bases(copy_fixture, engine, tmp_path):
+def test_update_bases_asks_the_registry_for_a_base_not_here_without_pulling(copy_fixture, engine, tmp_path):
     base = f"{engine.registry}/raybake-test/moving-{uuid.uuid4().hex[:8]}:1"
     root = copy_fixture("small")
-    env = engine.env(RAYBAKE_BASE_IMAGE=base, RAYBAKE_REPOSITORY=f"raybake-test/t{uuid.uuid4().hex[:12]}")
-    built = None
+    env = engine.env(RAYBAKE_BASE_IMAGE=base)
     try:
-        first = variant(engine, tmp_path, base, 1)
+        digest = variant(engine, tmp_path, base, 1)
         docker("push", "--quiet", base)
-        docker("image", "rm", base)  # only the registry has it: resolved there, without pulling
-        proc = raybake("pin", "-C", str(root), env=env, check=False)
-        assert proc.returncode == 0, proc.stderr
-        pin = json.loads((root / PIN_FILE).read_text())
-        assert pin["bases"] == {base: first}
-        pinned = pin["images"]["default"]
-        # From here on the pin answers: no daemon.
-        assert tag(root, {**env, **OFFLINE}) == pinned
-        assert raybake("pin", "--check", "-C", str(root), env={**env, **OFFLINE}, check=False).returncode == 0
-
-        second = variant(engine, tmp_path, base, 2)  # the tag moves, here and in the registry
-        docker("push", "--quiet", base)
-        assert second != first and tag(root, env) == pinned
-
-        # A build starts from the recorded digest, and says the tag has moved.
-        proc = raybake("build", "-C", str(root), env=env, check=False)
-        assert proc.returncode == 0, proc.stderr
-        built = pinned
-        assert "raybake-pin.json records" in proc.stderr and "--update-bases" in proc.stderr
-        labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}", pinned).stdout)
-        assert labels[LABEL] == "1"
-
         docker("image", "rm", base)
         proc = raybake("pin", "--update-bases", "-C", str(root), env=env, check=False)
         assert proc.returncode == 0, proc.stderr
-        assert f"base {base}: {first} -> {second}" in proc.stderr
-        pin = json.loads((root / PIN_FILE).read_text())
-        assert pin["bases"] == {base: second} and pin["images"]["default"] != pinned
-        assert tag(root, {**env, **OFFLINE}) == pin["images"]["default"]
+        assert pin_file(root)["bases"] == {base: digest}
+        assert docker("image", "inspect", base, check=False).returncode != 0  # not pulled
     finally:
         docker("image", "rm", "--force", base, check=False)
-        if built:
-            docker("image", "rm", "--force", built, check=False)
 
 
-def test_a_pin_without_the_base_is_stale_offline_and_tag_needs_the_engine(copy_fixture):
+def test_the_pin_keeps_recorded_bases_offline_and_drops_unused_ones(copy_fixture):
     root = copy_fixture("small")
     env = {**os.environ, "RAYBAKE_BASE_IMAGE": "example.invalid/base:1", **OFFLINE}
-    (root / PIN_FILE).write_text(json.dumps({"version": 1, "images": {"default": "small:default-0"}}))
-    proc = raybake("pin", "--check", "-C", str(root), env=env, check=False)
-    assert proc.returncode == 1, proc.stderr
-    assert "records no digest for the base image example.invalid/base:1" in proc.stderr
-    assert "fix: run `raybake pin`" in proc.stderr
-    proc = raybake("tag", "-C", str(root), env=env, check=False)
-    assert proc.returncode == 2 and "Docker daemon is not reachable" in proc.stderr
+    by_name = tag(root, env)
+    recorded = "sha256:" + "c" * 64
+    # A version-1 pin had no bases: read, then rewritten in the current format.
+    (root / PIN_FILE).write_text(json.dumps({"version": 1, "images": {"default": by_name}}))
+    assert raybake("pin", "-C", str(root), env=env, check=False).returncode == 0
+    assert pin_file(root) == {"version": 2, "images": {"default": by_name}, "bases": {}}
+
+    pin = pin_file(root)
+    pin["bases"] = {"example.invalid/base:1": recorded, "gone/base:1": "sha256:" + "d" * 64}
+    (root / PIN_FILE).write_text(json.dumps(pin))
+    proc = raybake("pin", "-C", str(root), env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "base gone/base:1: sha256:" in proc.stderr and "(removed: no spec has it any more)" in proc.stderr
+    assert pin_file(root)["bases"] == {"example.invalid/base:1": recorded}
+    assert pin_file(root)["images"]["default"] == tag(root, env) != by_name

@@ -1,8 +1,7 @@
-import os
 import re
 
 import pytest
-from helpers import docker, raybake
+from helpers import raybake
 
 
 def test_help_lists_the_commands():
@@ -17,9 +16,8 @@ def test_version():
 
 def test_tag_prints_the_reference_without_a_daemon(copy_fixture):
     root = copy_fixture("small")
-    # DOCKER_HOST pointing nowhere proves no daemon is asked: the base names its digest.
-    proc = raybake("tag", "-C", str(root), env={"PATH": "/usr/bin:/bin", "DOCKER_HOST": "unix:///nonexistent",
-                                                "RAYBAKE_BASE_IMAGE": os.environ["RAYBAKE_BASE_IMAGE"]})
+    # DOCKER_HOST pointing nowhere proves no daemon is asked.
+    proc = raybake("tag", "-C", str(root), env={"PATH": "/usr/bin:/bin", "DOCKER_HOST": "unix:///nonexistent"})
     assert re.fullmatch(r"small:default-[0-9a-f]{16}\n", proc.stdout)
 
 
@@ -36,8 +34,7 @@ def test_dockerfile_command_prints_the_resolved_file(engine, copy_fixture):
     """The Dockerfile as built: the base image and the Python found in it, not the template's defaults."""
     out = raybake("dockerfile", "-C", str(copy_fixture("small")), env=engine.env()).stdout
     assert out.startswith("# raybake base image") and "uv sync --frozen --no-install-project" in out
-    digest = docker("image", "inspect", "--format", "{{.Id}}", engine.base_image).stdout.strip()
-    assert f'ARG BASE_IMAGE="{engine.base_image}@{digest}"\n' in out and 'ARG PYTHON_VERSION="3.11"\n' in out
+    assert f'ARG BASE_IMAGE="{engine.base_image}"\n' in out and 'ARG PYTHON_VERSION="3.11"\n' in out
 
 
 @pytest.mark.engine
@@ -45,7 +42,7 @@ def test_a_base_image_that_cannot_be_had_is_an_error_before_any_build(engine, co
     proc = raybake("build", "-C", str(copy_fixture("small")), check=False,
                    env=engine.env(RAYBAKE_BASE_IMAGE="raybake-test/absent-base:1"))
     assert proc.returncode == 2, proc.stderr
-    assert "cannot resolve the base image raybake-test/absent-base:1" in proc.stderr
+    assert "raybake-test/absent-base:1 is not in the local image store" in proc.stderr
     assert "docker pull" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -30,9 +30,9 @@ CASES = {
 }
 
 
-def recipe(project, spec, python="3.11.2", user="root"):
+def recipe(project, spec, python="3.11.2", user="root", base_digest=None):
     """The plan as built, with the base image's Python and user given (no daemon)."""
-    return plan_build(project, identify(project, spec, uv_version="0.0.0", base_digest=BASE_DIGEST),
+    return plan_build(project, identify(project, spec, uv_version="0.0.0", base_digest=base_digest),
                       requirements=spec_requirements(project, spec), lock=parse_lock(project.lock_bytes),
                       python=python, user=user)
 
@@ -72,7 +72,9 @@ def test_dependencies_never_install_the_project(copy_fixture, fixture):
 def test_printed_dockerfile_names_the_resolved_base_and_python(copy_fixture):
     project = load_project(copy_fixture("small"))
     (spec,) = load_specs(project, {"RAYBAKE_BASE_IMAGE": "example/base:1"})
-    text = render(recipe(project, spec, python="3.12.4"))
+    assert 'ARG BASE_IMAGE="example/base:1"\n' in render(recipe(project, spec, python="3.12.4"))
+    # A digest the pin records (or the name carries): FROM takes it.
+    text = render(recipe(project, spec, python="3.12.4", base_digest=BASE_DIGEST))
     assert f'ARG BASE_IMAGE="example/base:1@{BASE_DIGEST}"\n' in text and 'ARG PYTHON_VERSION="3.12"\n' in text
 
 

@@ -173,9 +173,11 @@ def test_uv_version_and_member_pyprojects_are_hashed(copy_fixture):
 
 
 def test_the_base_images_digest_is_hashed(copy_fixture):
-    """A base tag that moves (same name, another digest) is another image."""
+    """A recorded base that moves (same name, another digest) is another image;
+    so is the same base unrecorded (built from by name)."""
     root = copy_fixture("small")
-    assert reference(root, base_digest="sha256:" + "c" * 64) != reference(root)
+    refs = {reference(root, base_digest=d) for d in ("sha256:" + "c" * 64, BASE_DIGEST, None)}
+    assert len(refs) == 3
 
 
 def test_tag_shape_and_credentials_are_not_hashed(copy_fixture):

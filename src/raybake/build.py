@@ -23,16 +23,8 @@ from raybake.certs import bundle_for_build
 from raybake.dockerfile import render
 from raybake.errors import NoInterpreter, RaybakeError, VerificationFailed
 from raybake.paths import scratch_dir
-from raybake.plan import CA_CONTEXT, CA_FILE, SOURCE_DATE_EPOCH, BuildPlan, ImageIdentity, check_lock_version
-from raybake.planner import (
-    base_digests,
-    check_lock_in_base,
-    identify_all,
-    make_plan,
-    moved_base,
-    recorded_bases,
-    specs_for,
-)
+from raybake.plan import CA_CONTEXT, CA_FILE, SOURCE_DATE_EPOCH, BuildPlan, ImageIdentity
+from raybake.planner import check_lock_in_base, identities_for, make_plan, moved_base
 from raybake.progress import Labelled, Reporter
 from raybake.project import Project, load_project
 from raybake.reference import Reference
@@ -40,7 +32,7 @@ from raybake.settings import BUILD_JOBS
 from raybake.spec import ImageSpec, host_platform
 from raybake.tools import docker
 from raybake.tools.run import stopping
-from raybake.tools.uv import lock_check, uv_bin_for, uv_version
+from raybake.tools.uv import lock_check, uv_bin_for
 from raybake.trust import Engine, foreign_image, registry_digest_reference
 
 BuildStatus = Literal["built", "built and pushed", "pushed", "up to date"]
@@ -98,7 +90,7 @@ def decide(plan: ImageIdentity, *, push: bool, force: bool, engine: Engine = doc
 class BuildFailure:
     """A spec whose build failed while others went on (``raybake build --all``)."""
 
-    reference: str  # or "REPOSITORY (spec NAME)" when its base, and so its tag, could not be resolved
+    reference: str
     error: RaybakeError
 
 
@@ -119,29 +111,25 @@ def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = F
     another (see lanes); each line of progress then names its spec."""
     reporter = reporter or Reporter()
     project = load_project(project_dir)
-    specs = specs_for(project, names, all_specs=all_specs)  # pure: spec and lock-format errors first
-    check_lock_version(project, uv_version())
+    plans = identities_for(project, names, all_specs=all_specs)  # pure: spec and lock-format errors first
+    by_name = {plan.spec.name: plan for plan in plans}
     lock_checked = check_lock(project)
-    recorded = recorded_bases(project.root)
 
     def one(spec: ImageSpec) -> Outcome:
-        own = reporter if len(specs) == 1 else Labelled(reporter, spec.name)
-        label = f"{spec.repository} (spec {spec.name})"  # until its base, and so its tag, is known
+        plan = by_name[spec.name]
+        own = reporter if len(plans) == 1 else Labelled(reporter, spec.name)
         try:
-            # Per spec: a base that cannot be resolved fails its own spec only.
-            (plan,) = identify_all(project, (spec,), base_digests({spec.base_image}, recorded))
-            label = plan.reference
             return ensure_image(project, plan, push=push, force=force, no_cache=no_cache,
                                 keep_failed=keep_failed, reporter=own, verify=verify,
                                 lock_checked=lock_checked, cache_from=cache_from, cache_to=cache_to)
         except RaybakeError as exc:
-            if len(specs) == 1:
+            if len(plans) == 1:
                 raise
-            reporter.failed(label, exc)
-            return BuildFailure(label, exc)
+            reporter.failed(plan.reference, exc)
+            return BuildFailure(plan.reference, exc)
 
-    done = _side_by_side(lanes(specs), one, BUILD_JOBS.value())
-    return [done[spec.name] for spec in specs]
+    done = _side_by_side(lanes(tuple(plan.spec for plan in plans)), one, BUILD_JOBS.value())
+    return [done[plan.spec.name] for plan in plans]
 
 
 def lanes(specs: tuple[ImageSpec, ...]) -> list[list[ImageSpec]]:
@@ -222,8 +210,7 @@ def ensure_image(project: Project, plan: ImageIdentity, *, push: bool = False, f
             if not lock_checked:
                 reporter.step(f"checking uv.lock with the Python of {plan.spec.base_image}")
                 check_lock_in_base(project, recipe)
-            reporter.step(f"building {plan.reference} (Python {recipe.python} from {plan.spec.base_image}, "
-                          f"{plan.base_digest[:19]})")
+            reporter.step(f"building {plan.reference} (Python {recipe.python} from {plan.base_reference})")
             cache = cache_options(plan.spec, push=push, cache_from=cache_from, cache_to=cache_to)
             image_id = _build_image(project, recipe, reporter, no_cache=no_cache, cache=cache)
             _verify_and_tag(project, plan, recipe, image_id, verify=verify, keep_failed=keep_failed,

@@ -53,7 +53,7 @@ def dependency_view(pyproject: dict[str, Any]) -> dict[str, Any]:
 
 
 def hash_document(project: Project, spec: ImageSpec, *, uv_version: str,
-                  template_digest: str, base_digest: str) -> dict[str, Any]:
+                  template_digest: str, base_digest: str | None) -> dict[str, Any]:
     """The normalised inputs, as hashed (the lock's bytes follow them)."""
     return {
         "schema": HASH_SCHEMA,
@@ -63,7 +63,7 @@ def hash_document(project: Project, spec: ImageSpec, *, uv_version: str,
         "extras": sorted(spec.extras),
         "dev": spec.dev,
         "base_image": spec.base_image,
-        "base_digest": base_digest,  # what the name resolved to: a moved base tag is another image
+        "base_digest": base_digest,  # when known (the name's or the pin's): a moved recorded base is another image
         "python": spec.python,  # what is asked for; the base image (hashed) decides the rest
         "package": spec.package,
         "all_packages": spec.all_packages,
@@ -85,7 +85,7 @@ def canonical_bytes(document: dict[str, Any]) -> bytes:
 
 
 def hash_inputs(project: Project, spec: ImageSpec, *, uv_version: str,
-                template_digest: str, base_digest: str) -> InputHash:
+                template_digest: str, base_digest: str | None) -> InputHash:
     doc = canonical_bytes(hash_document(project, spec, uv_version=uv_version,
                                         template_digest=template_digest, base_digest=base_digest))
     h = hashlib.sha256()

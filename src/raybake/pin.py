@@ -2,9 +2,9 @@
 
 For every image spec it records the reference the current lock produces (what
 ``raybake tag --all`` prints), so job configs name the right image and a diff
-shows when a commit changes it; and for every base image the digest its name
-resolved to, which the tags hash: builds start from exactly that base until
-``raybake pin --update-bases`` takes a moved tag. The pre-commit hooks in
+shows when a commit changes it; and, once ``raybake pin --update-bases`` has
+recorded them, each base image's digest, which the tags hash: builds start
+from exactly that base until ``--update-bases`` records another. The pre-commit hooks in
 ``.pre-commit-hooks.yaml`` keep it honest: ``raybake pin`` rewrites a stale pin
 and says so (exit 0); pre-commit then fails the hook, as it fails any hook that
 changes a file, until the rewritten pin is staged. ``--check`` changes nothing
@@ -22,10 +22,10 @@ Format (sorted keys, 2-space indent, trailing newline)::
       "version": 2
     }
 
-Checking the pin, and computing it when it records every base, needs neither
-the Docker daemon nor the network; a base it does not record yet (new, or
-``--update-bases``) is resolved by the engine once, and
-:func:`require_present` asks the image store or a registry."""
+Computing and checking the pin needs neither the Docker daemon nor the
+network; only ``--update-bases`` (which records the bases' digests) and
+:func:`require_present` ask the image store or a registry. A base the pin does
+not record is hashed and built from by name."""
 
 from __future__ import annotations
 
@@ -130,36 +130,32 @@ def pinned_reference(project_root: Path, spec_name: str) -> str | None:
 
 
 def compute_pin(project: Project, environ: Mapping[str, str] | None = None, *,
-                recorded: Mapping[str, str] | None = None, update_bases: bool = False,
-                offline: bool = False) -> Pin:
+                recorded: Mapping[str, str] | None = None, update_bases: bool = False) -> Pin:
     """Every spec's reference for the current lock, and the base digests they hash.
 
     The lock must be up to date with pyproject.toml first (LockOutOfDate, whose
     fix is `uv lock`): a pin of a stale lock would name an image nobody builds.
-    Bases come from ``recorded`` (by default the pin on disk); the engine is
-    asked only for the others (StaleError instead when ``offline``), and for
-    all with ``update_bases`` (it pulls)."""
-    from raybake.plan import pinned_digest
+    Base digests are the ``recorded`` ones (by default the pin on disk's) of
+    bases some spec still uses; with ``update_bases`` every base's digest on
+    this machine, from the engine (the only case that asks it)."""
     from raybake.planner import (  # imported here: `pinned_reference` stays light
-        base_digests,
         identify_all,
+        known_base_digests,
         recorded_bases,
+        resolve_base_digests,
         specs_for,
     )
     from raybake.tools.uv import lock_check
 
     lock_check(project)
     specs = specs_for(project, all_specs=True, environ=environ)
-    recorded = recorded_bases(project.root) if recorded is None else recorded
-    images = {s.base_image for s in specs}
-    unrecorded = sorted(i for i in images if pinned_digest(i) is None and i not in recorded)
-    if offline and unrecorded:
-        raise StaleError(f"{PIN_FILE} records no digest for the base image{'s' if len(unrecorded) > 1 else ''} "
-                         f"{', '.join(unrecorded)}",
-                         fix=f"run `raybake pin` (it asks the Docker engine once) and commit {PIN_FILE}")
-    bases = base_digests(images, recorded, refresh=update_bases)
+    if update_bases:
+        recorded = resolve_base_digests(s.base_image for s in specs)
+    elif recorded is None:
+        recorded = recorded_bases(project.root)
+    bases = known_base_digests(specs, recorded)
     return Pin({i.spec.name: i.reference for i in identify_all(project, specs, bases)},
-               {image: digest for image, digest in bases.items() if pinned_digest(image) is None})
+               {image: recorded[image] for image in bases if image in recorded})
 
 
 def diff_pins(old: Pin | None, new: Pin) -> list[PinChange]:
@@ -216,14 +212,13 @@ def update_pin(project: Project, *, check: bool = False, update_bases: bool = Fa
                environ: Mapping[str, str] | None = None) -> PinStatus:
     """Compare the pin with the current lock and, unless ``check``, rewrite it when stale.
 
-    ``check`` never asks the engine: a base the pin does not record makes it
-    stale. Read, compare and write happen under one cross-process lock, and the
-    write is an atomic replace: concurrent runs never leave a torn file, and a
-    current pin is not touched (same bytes, same mtime)."""
+    Only ``update_bases`` asks the engine (for every base's digest on this
+    machine). Read, compare and write happen under one cross-process lock, and
+    the write is an atomic replace: concurrent runs never leave a torn file, and
+    a current pin is not touched (same bytes, same mtime)."""
     path = pin_path(project.root)
     old, _ = _parse_on_disk(_read_text(path), path)
-    pin = compute_pin(project, environ, recorded={} if update_bases or old is None else old.bases,
-                      update_bases=update_bases, offline=check)
+    pin = compute_pin(project, environ, recorded=old.bases if old else {}, update_bases=update_bases)
     text = render_pin(pin)
     with _pin_lock(path):
         on_disk = _read_text(path)

@@ -72,13 +72,13 @@ def _sample_plan() -> BuildPlan:
 @dataclass(frozen=True)
 class ImageIdentity:
     """What an image is: the spec, the hash of what decides it, its reference,
-    and the digest of the base image it is built from (hashed: a base tag that
-    moves makes another image)."""
+    and the digest of the base image it is built from when that is known
+    without asking anyone (hashed: a recorded base that moves makes another image)."""
 
     spec: ImageSpec
     input_hash: InputHash
     reference: str
-    base_digest: str  # sha256:...
+    base_digest: str | None  # sha256:..., from the base's name or raybake-pin.json; None: by name
 
     @property
     def tag(self) -> str:
@@ -86,7 +86,9 @@ class ImageIdentity:
 
     @property
     def base_reference(self) -> str:
-        """The base image by digest, as the build's FROM takes it."""
+        """The base image as the build's FROM takes it: by digest when it is known."""
+        if self.base_digest is None:
+            return self.spec.base_image
         return str(Reference.parse(self.spec.base_image).with_name_and_digest(self.base_digest))
 
 
@@ -176,8 +178,9 @@ def check_lock_version(project: Project, uv_version: str) -> None:
                 "(see `uv --version` where the lock was made)")
 
 
-def identify(project: Project, spec: ImageSpec, *, uv_version: str, base_digest: str) -> ImageIdentity:
-    """``base_digest``: what spec.base_image resolves to (raybake.planner.base_digests)."""
+def identify(project: Project, spec: ImageSpec, *, uv_version: str, base_digest: str | None) -> ImageIdentity:
+    """``base_digest``: spec.base_image's digest when known (its own, or the one
+    raybake-pin.json records; see raybake.planner.known_base_digests)."""
     check_lock_version(project, uv_version)
     input_hash = hash_inputs(project, spec, uv_version=uv_version, template_digest=template_digest(),
                              base_digest=base_digest)

@@ -1,15 +1,17 @@
 """The impure edge of planning: finds the facts planning needs outside the
 project files, then hands them to the pure raybake.plan.
 
-- The digest of each base image (hashed into the tag): named in the spec, else
-  recorded in raybake-pin.json, else asked of the engine (``base_digests``).
+- The digest of each base image (hashed into the tag) when it is known without
+  asking anyone: named in the spec, or recorded in raybake-pin.json
+  (``known_base_digests``); ``resolve_base_digests`` asks the engine, for
+  `raybake pin --update-bases` to record.
 - `uv export` of the spec's selection, run once per build; the same text goes
   to verification.
 - The interpreters of the base image, from one throwaway container, remembered
   by the base's image ID.
 
 ``identities_for`` needs only the first: `tag`, `pin` and job configs use it
-alone, with no daemon when every base is pinned."""
+alone, with no daemon and no network."""
 
 from __future__ import annotations
 
@@ -27,7 +29,6 @@ from raybake.paths import cache_dir
 from raybake.plan import (
     BuildPlan,
     ImageIdentity,
-    check_lock_version,
     identify,
     local_package_args,
     pinned_digest,
@@ -68,21 +69,17 @@ def specs_for(project: Project, names: tuple[str, ...] = (), *, all_specs: bool 
 
 
 def identities_for(project: Project, names: tuple[str, ...] = (), *, all_specs: bool = False,
-                   environ: Mapping[str, str] | None = None,
-                   bases: Mapping[str, str] | None = None) -> tuple[ImageIdentity, ...]:
-    """The chosen specs' identities. ``bases`` maps base images to digests;
-    by default those raybake-pin.json records, the rest asked of the engine."""
+                   environ: Mapping[str, str] | None = None) -> tuple[ImageIdentity, ...]:
+    """The chosen specs' identities, with the base digests known without asking
+    anyone (no daemon, no network)."""
     chosen = specs_for(project, names, all_specs=all_specs, environ=environ)
-    if bases is None:
-        check_lock_version(project, uv_version())  # a file error before asking the engine
-        bases = base_digests({s.base_image for s in chosen}, recorded_bases(project.root))
-    return identify_all(project, chosen, bases)
+    return identify_all(project, chosen, known_base_digests(chosen, recorded_bases(project.root)))
 
 
 def identify_all(project: Project, specs: tuple[ImageSpec, ...],
-                 bases: Mapping[str, str]) -> tuple[ImageIdentity, ...]:
+                 bases: Mapping[str, str | None]) -> tuple[ImageIdentity, ...]:
     version = uv_version()
-    return tuple(identify(project, s, uv_version=version, base_digest=bases[s.base_image]) for s in specs)
+    return tuple(identify(project, s, uv_version=version, base_digest=bases.get(s.base_image)) for s in specs)
 
 
 def recorded_bases(project_root: Path) -> dict[str, str]:
@@ -93,18 +90,20 @@ def recorded_bases(project_root: Path) -> dict[str, str]:
     return dict(pin.bases) if pin else {}
 
 
-def base_digests(base_images: Iterable[str], recorded: Mapping[str, str], *,
-                 refresh: bool = False) -> dict[str, str]:
-    """Each base image's digest: the one it names, else the recorded one, else
-    the engine's (the local store's image, else its registry's; ``refresh``
-    pulls first and ignores ``recorded``)."""
+def known_base_digests(specs: Iterable[ImageSpec], recorded: Mapping[str, str]) -> dict[str, str | None]:
+    """Each base image's digest as far as it is known without asking anyone: the
+    one its name carries, else the one raybake-pin.json records, else None (the
+    base is then hashed and built from by name)."""
+    return {s.base_image: pinned_digest(s.base_image) or recorded.get(s.base_image) for s in specs}
+
+
+def resolve_base_digests(base_images: Iterable[str]) -> dict[str, str]:
+    """Each base image's digest on this machine (the local store's image, else
+    its registry's), for ``raybake pin --update-bases`` to record. Names that
+    carry their own digest are left out: nothing to record."""
     from raybake.tools import docker
 
-    digests = {}
-    for image in sorted(set(base_images)):
-        digests[image] = (pinned_digest(image) or (None if refresh else recorded.get(image))
-                          or docker.base_digest(image, refresh=refresh))
-    return digests
+    return {image: docker.base_digest(image) for image in sorted(set(base_images)) if not pinned_digest(image)}
 
 
 def moved_base(identity: ImageIdentity) -> str | None:
@@ -112,13 +111,13 @@ def moved_base(identity: ImageIdentity) -> str | None:
     the digest being built from (the tag moved since raybake-pin.json recorded it)."""
     from raybake.tools import docker
 
-    if pinned_digest(identity.spec.base_image):
+    if identity.base_digest is None or pinned_digest(identity.spec.base_image):
         return None
     here = docker.local_image_id(identity.spec.base_image)
     if here is None or here == identity.base_digest:
         return None
     return (f"{identity.spec.base_image} is now {here[:19]} here; building from {identity.base_digest[:19]}, "
-            "the digest raybake-pin.json records (`raybake pin --update-bases` takes the new one)")
+            "the digest raybake-pin.json records (`raybake pin --update-bases` records the new one)")
 
 
 def spec_requirements(project: Project, spec: ImageSpec) -> str:
@@ -164,7 +163,8 @@ def base_facts(base_image: str) -> BaseFacts:
         image_id = docker.local_image_id(base_image) or docker.pull(base_image)
     except EngineError as exc:
         raise EngineError(exc.message, fix=f"{exc.fix}; when the digest is the one raybake-pin.json records for "
-                          "a base tag that has moved since, `raybake pin --update-bases` takes the new one") from None
+                          "a base tag that has moved since, `docker pull` the base, then "
+                          "`raybake pin --update-bases` records the new one") from None
     memo = cache_dir() / "base-facts" / f"{image_id.replace(':', '-')}.json"
     if memo.is_file():
         return BaseFacts(**json.loads(memo.read_text()))

@@ -5,7 +5,7 @@
 #   --build-arg BASE_IMAGE=python:3.11-slim-bookworm .
 # BASE_IMAGE is any image with an OS and python${PYTHON_VERSION}: python:*-slim,
 # rayproject/ray, or an offline debootstrap import.
-ARG BASE_IMAGE="python:3.11-slim-bookworm@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+ARG BASE_IMAGE="python:3.11-slim-bookworm"
 FROM ${BASE_IMAGE}
 ARG PYTHON_VERSION="3.11"
 ARG SOURCE_DATE_EPOCH="0"

@@ -14,8 +14,8 @@ from raybake.project import load_project
 @click.option("--lock-only", is_flag=True,
               help="Only check that uv.lock is up to date with every pyproject.toml (offline).")
 @click.option("--update-bases", is_flag=True,
-              help="Pull every base image and record the digest its tag points to now (a moved tag makes "
-                   "new image references).")
+              help="Record each base image's digest on this machine (local image store, else its registry); "
+                   "the tags then hash it. `docker pull` a base first to take a tag that moved upstream.")
 @click.option("--exit-non-zero-on-change", is_flag=True,
               help="Exit 1 when the pin had to be written (the pre-commit hook: pre-commit does not "
                    "notice a newly created file).")
@@ -23,14 +23,13 @@ from raybake.project import load_project
 def command(check: bool, require_present: bool, lock_only: bool, update_bases: bool,
             exit_non_zero_on_change: bool, project_dir: Path) -> None:
     """Write raybake-pin.json: each image spec's reference for the current lock,
-    and the digest of each base image.
+    and the base images' digests recorded by --update-bases.
 
     Rewrites a stale or missing pin, says what changed and exits 0 (stage it
     with `git add raybake-pin.json`); in pre-commit the hook fails, like a
     formatter's, until the new pin is staged. --check changes nothing and exits
-    1 for a stale pin. No daemon, no network, except for a base image the pin
-    does not record yet (the engine resolves it once), --update-bases and
-    --require-present."""
+    1 for a stale pin. No daemon, no network (except --update-bases and
+    --require-present)."""
     from raybake import pin
     from raybake.tools.uv import lock_check
 

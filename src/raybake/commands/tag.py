@@ -12,7 +12,6 @@ from raybake.project import load_project
 @click.option("--all", "all_specs", is_flag=True, help="Print every spec's reference.")
 @project_option
 def command(names: tuple[str, ...], all_specs: bool, project_dir: Path) -> None:
-    """Print REPOSITORY:TAG for the current lock and base images (no daemon, no
-    network when raybake-pin.json records the bases or they carry a digest)."""
+    """Print REPOSITORY:TAG for the current lock (no daemon, no network)."""
     for plan in identities_for(load_project(project_dir), names, all_specs=all_specs):
         click.echo(plan.reference)

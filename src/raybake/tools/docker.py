@@ -360,13 +360,10 @@ def pull(reference: str) -> str:
     return local_image_id(reference) or reference
 
 
-def base_digest(reference: str, *, refresh: bool = False) -> str:
-    """The digest a build from ``reference`` starts from: the local store's image
-    (with the containerd image store its ID is the manifest or index digest a
-    registry serves), else its registry's, without pulling. ``refresh`` pulls
-    first, to take a tag that moved in the registry."""
-    if refresh:
-        pull(reference)
+def base_digest(reference: str) -> str:
+    """The digest a build here from ``reference`` starts from: the local store's
+    image (with the containerd image store its ID is the manifest or index digest
+    a registry serves), else its registry's, without pulling."""
     if (image_id := local_image_id(reference)) is not None:
         return image_id
     try:
