@@ -266,7 +266,7 @@ class FreshRunnerBench:
         wait_for_quiet_machine(self.opts.no_wait)
         project = fresh_copy(WORK / f"ray-app-fresh-{tool}")
         if tool == "raybake_zstd":
-            (project / "images").mkdir()
+            (project / "images").mkdir(exist_ok=True)  # the example has images/ (a matrix)
             (project / "images" / "default.yaml").write_text("compression: zstd\n")
         repository = f"{self.registry}/raybake-bench/fresh-{tool}-{self.stamp}-r{run}"
         logfile = LOGS / f"{self.stamp}-r{run}-fresh-{tool}.log"

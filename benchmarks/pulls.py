@@ -139,7 +139,7 @@ class PullBench:
         """Build and push v1 (the example's lock) and v2 (one small dependency added)."""
         project = fresh_copy(WORK / f"ray-app-pull-{variant}")
         if variant == "raybake_zstd":
-            (project / "images").mkdir()
+            (project / "images").mkdir(exist_ok=True)  # the example has images/ (a matrix)
             (project / "images" / "default.yaml").write_text("compression: zstd\n")
         env = raybake_env(self.base, f"{self.registry}/raybake-bench/pull-{variant}-{self.stamp}")
         refs = []

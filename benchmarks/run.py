@@ -80,6 +80,7 @@ def main() -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results: dict[str, Any] = {}
     previous_json = RESULTS / "results.json"
+    partial = WORK / f"results-{stamp}.partial.json"
     if opts.only and previous_json.exists():
         try:
             results = json.loads(previous_json.read_text())
@@ -97,6 +98,8 @@ def main() -> int:
         dict_rows = [asdict(r) for r in rows]
         results[part] = {"runs": opts.pull_runs if part == "pull" else opts.runs, "date": results["meta"]["date"],
                          "command": results["meta"]["command"], "rows": dict_rows, "summary": summary(dict_rows)}
+        # Each part as it ends: a later part that fails does not lose the earlier ones.
+        partial.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
     started = time.perf_counter()
     pushed: dict[str, tuple[str, str]] = {}
