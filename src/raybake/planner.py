@@ -159,12 +159,7 @@ def base_facts(base_image: str) -> BaseFacts:
     """The base image's Pythons and user, from one throwaway container (remembered by image ID)."""
     from raybake.tools import docker
 
-    try:
-        image_id = docker.local_image_id(base_image) or docker.pull(base_image)
-    except EngineError as exc:
-        raise EngineError(exc.message, fix=f"{exc.fix}; when the digest is the one raybake-pin.json records for "
-                          "a base tag that has moved since, `docker pull` the base, then "
-                          "`raybake pin --update-bases` records the new one") from None
+    image_id = docker.local_image_id(base_image) or _pull_base(base_image)
     memo = cache_dir() / "base-facts" / f"{image_id.replace(':', '-')}.json"
     if memo.is_file():
         return BaseFacts(**json.loads(memo.read_text()))
@@ -178,6 +173,21 @@ def base_facts(base_image: str) -> BaseFacts:
     if facts.pythons:  # an empty answer is not remembered: the next run asks again
         _remember(memo, {"pythons": facts.pythons, "user": facts.user})
     return facts
+
+
+def _pull_base(base_image: str) -> str:
+    """Pull a base that is not here; a base by digest that cannot be had may be
+    one raybake-pin.json recorded before its tag moved: the fix says so."""
+    from raybake.tools import docker
+
+    try:
+        return docker.pull(base_image)
+    except EngineError as exc:
+        if pinned_digest(base_image) is None:
+            raise
+        raise EngineError(exc.message, fix=f"{exc.fix}; when the digest is the one raybake-pin.json records for "
+                          "a base tag that has moved since, `docker pull` the base, then "
+                          "`raybake pin --update-bases` records the new one") from None
 
 
 def _remember(path: Path, value: dict[str, object]) -> None:
