@@ -121,7 +121,9 @@ def cold_reset(prefixes: tuple[str, ...], *, example_images: bool) -> None:
     prune_build_cache()
 
 
-class BuildBench:
+class _ToolBench:
+    """What every build series shares: raybake against the baselines on one base image."""
+
     def __init__(self, opts: argparse.Namespace, base_image: str, stamp: str, registry: str | None):
         self.opts = opts
         self.base = base_image
@@ -129,10 +131,17 @@ class BuildBench:
         self.registry = registry
         self.baselines = Baselines(base_image)
         self.rows: list[BuildRow] = []
+        # tool -> (previous, new) image in the registry, for the node-pull benchmark
+        self.pushed: dict[str, tuple[str, str]] = {}
+
+
+class BuildBench(_ToolBench):
+    """The warm machine's series; run 1's cold and small-dependency images are pushed."""
+
+    def __init__(self, opts: argparse.Namespace, base_image: str, stamp: str, registry: str | None):
+        super().__init__(opts, base_image, stamp, registry)
         self.pandas_prev: str | None = None
         self.pandas_error: str | None = None
-        # The cold and small-dependency images of run 1, pushed for the node-pull benchmark.
-        self.pushed: dict[str, tuple[str, str]] = {}
 
     def prepare(self) -> None:
         current = locked_version(EXAMPLE, "pandas")
@@ -234,18 +243,9 @@ def cached_steps(logfile: Path) -> int:
     return len(_CACHED.findall(logfile.read_text(errors="replace"))) if logfile.exists() else 0
 
 
-class FreshRunnerBench:
+class FreshRunnerBench(_ToolBench):
     """A CI runner with nothing local but the base image; the registry has the
     previous lock's image and build cache; one small dependency is added."""
-
-    def __init__(self, opts: argparse.Namespace, base_image: str, stamp: str, registry: str):
-        self.opts = opts
-        self.base = base_image
-        self.stamp = stamp
-        self.registry = registry
-        self.baselines = Baselines(base_image)
-        self.rows: list[BuildRow] = []
-        self.pushed: dict[str, tuple[str, str]] = {}  # tool -> (previous, new) in the registry
 
     def previous_image(self, tool: str, project: Path, repository: str, run: int) -> str:
         """Build and push the previous lock's image with its build cache (not timed)."""
