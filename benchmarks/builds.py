@@ -165,14 +165,14 @@ class BuildBench(_ToolBench):
     def series(self, tool: str, run: int) -> None:
         wait_for_quiet_machine(self.opts.no_wait)
         project = fresh_copy(WORK / f"ray-app-{tool}")
-        series = {"repository": f"raybake-bench/rb-{self.stamp}-r{run}",
+        series = {"repository": f"raybake-bench-rb-{self.stamp}-r{run}",
                   "cache_dir": WORK / "raybake-cache" / f"{self.stamp}-r{run}"}
         if series["cache_dir"].exists():
             shutil.rmtree(series["cache_dir"])
         previous: str | None = None
         built: dict[str, str] = {}
         log(f"run {run}, {TOOL_LABELS[tool]}: clearing caches for the cold build")
-        prefixes = {"raybake": ("raybake-bench/rb-", "raybake-bench/ray-app:"),
+        prefixes = {"raybake": ("raybake-bench-rb-", "raybake-bench-ray-app:"),
                     "pip": ("raybake-bench/pip:",), "uv": ("raybake-bench/uv:",)}[tool]
         cold_reset(prefixes, example_images=tool == "raybake")
         for scenario in SCENARIOS:
@@ -207,7 +207,7 @@ class BuildBench(_ToolBench):
             row.changed_layers, row.changed_bytes = changed_layers(ref, previous or self.base)
             row.image_size, row.unpacked_size = image_size(ref), unpacked_size(ref)
             if scenario == "cold" and tool == "raybake":
-                others = other_refs_of(ref, "raybake-bench/")
+                others = other_refs_of(ref, "raybake-bench")
                 if others:
                     row.notes.append("an identical image was already in the store (tagged "
                                      f"{', '.join(others[:3])}): its layer blobs did not have to be unpacked again")
@@ -232,7 +232,7 @@ class BuildBench(_ToolBench):
             for tool in TOOLS:
                 self.series(tool, run)
         if not self.opts.keep_images:
-            remove_images(images_matching(("raybake-bench/rb-", "raybake-bench/pip:", "raybake-bench/uv:")))
+            remove_images(images_matching(("raybake-bench-rb-", "raybake-bench/pip:", "raybake-bench/uv:")))
         return self.rows
 
 

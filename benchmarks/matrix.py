@@ -64,7 +64,7 @@ class MatrixBench:
         project = fresh_copy(WORK / "ray-app-matrix")
         with (project / "pyproject.toml").open("a") as f:
             f.write(f'\n[tool.raybake]\nenv = {{ RAYBAKE_BENCH_MEASUREMENT = "{name}" }}\n')
-        repository = f"raybake-bench/matrix-{self.stamp}"
+        repository = f"raybake-bench-matrix-{self.stamp}"
         env = raybake_env(self.base, repository, RAYBAKE_BASE_IMAGE_PY313=self.trixie,
                           RAYBAKE_CACHE_DIR=str(WORK / "raybake-cache" / name))
         logfile = LOGS / f"{name}.log"

@@ -240,9 +240,9 @@ class RayBench:
         self.driver_dir.mkdir(parents=True, exist_ok=True)
         (self.driver_dir / "actors.py").write_text(ACTORS_SCRIPT)
         images: dict[str, str | Exception] = {}
-        for which, make in (("full", lambda: self.raybake_image(fresh_copy(WORK / "ray-app-ray"), "raybake-bench/ray-app",
+        for which, make in (("full", lambda: self.raybake_image(fresh_copy(WORK / "ray-app-ray"), "raybake-bench-ray-app",
                                                                   LOGS / f"{self.stamp}-ray-app-image.log")),
-                            ("ray_only", lambda: self.raybake_image(self.ray_only_project(), "raybake-bench/ray-only",
+                            ("ray_only", lambda: self.raybake_image(self.ray_only_project(), "raybake-bench-ray-only",
                                                                       LOGS / f"{self.stamp}-ray-only-image.log"))):
             try:
                 images[which] = make()

@@ -22,6 +22,28 @@ def raybake(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     return proc
 
 
+def input_hash(root: Path, env: dict[str, str]) -> str:
+    """The input hash of the project's one spec under ``env`` (its label in raybake's image)."""
+    from raybake.planner import identities_for
+    from raybake.project import load_project
+
+    (plan,) = identities_for(load_project(root), environ=env)
+    return plan.input_hash.hexdigest
+
+
+def job_runtime_env(root: Path, env: dict[str, str], stage_dir: Path) -> dict:
+    """The runtime_env raybake's job configs carry, for a project whose image has no Ray
+    (job-config refuses such an image; its working_dir, PYTHONPATH and env_vars are still raybake's)."""
+    from raybake.jobs import runtime_env
+    from raybake.planner import identities_for
+    from raybake.project import load_project
+    from raybake.stage import stage_project
+
+    project = load_project(root)
+    (plan,) = identities_for(project, environ=env)
+    return runtime_env(plan, stage_project(project, stage_dir, plan.spec))
+
+
 def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
@@ -51,3 +73,114 @@ def processes_mentioning(needle: str) -> list[str]:
         if needle in text:
             found.append(text)
     return found
+
+
+def make_wheel(folder: Path, name: str, version: str, files: dict[str, str] | None = None) -> Path:
+    """A pure-Python wheel of distribution ``name`` holding ``files`` (default: one
+    module of that name that knows its version), with a correct RECORD."""
+    import base64
+    import hashlib
+    import zipfile
+
+    dist = name.replace("-", "_")
+    files = dict(files or {f"{dist}/__init__.py": f"__version__ = {version!r}\n"})
+    info = f"{dist}-{version}.dist-info"
+    files[f"{info}/METADATA"] = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+    files[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: raybake-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    rows = [f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
+            f"{len(text.encode())}" for path, text in files.items()]
+    files[f"{info}/RECORD"] = "\n".join([*rows, f"{info}/RECORD,,"]) + "\n"
+    wheel = folder / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(zipfile.ZipInfo(path, (1980, 1, 1, 0, 0, 0)), text)
+    return wheel
+
+
+# ---- what tests make, and its removal ------------------------------------------------------------
+
+# Every repository name handed out in this session: the session-end check looks for these.
+HANDED_OUT: set[str] = set()
+
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json"])
+
+
+def new_repository(kind: str = "t") -> str:
+    """A repository name nobody else uses (``raybake-test-...``), recorded for the session-end check."""
+    import uuid
+
+    name = f"raybake-test-{kind}{uuid.uuid4().hex[:12]}"
+    HANDED_OUT.add(name)
+    return name
+
+
+def _registry_request(registry: str, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{registry}/v2/{path}", method=method,
+                                     headers={"Accept": MANIFEST_TYPES})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def registry_tags(registry: str, repository: str) -> list[str]:
+    """The tags of ``repository`` in the registry at ``registry`` (none when it is absent)."""
+    import json
+
+    status, _, body = _registry_request(registry, f"{repository}/tags/list")
+    return (json.loads(body).get("tags") or []) if status == 200 else []
+
+
+def registry_catalog(registry: str) -> list[str]:
+    """The repositories the registry lists (some may hold no tag any more)."""
+    import json
+
+    status, _, body = _registry_request(registry, "_catalog?n=1000")
+    assert status == 200, body
+    return json.loads(body).get("repositories") or []
+
+
+def registry_repositories(registry: str) -> list[str]:
+    """The repositories of the registry that still hold a tag."""
+    return [repo for repo in registry_catalog(registry) if registry_tags(registry, repo)]
+
+
+def registry_answers(registry: str) -> bool:
+    try:
+        return _registry_request(registry, "")[0] == 200
+    except OSError:
+        return False
+
+
+def local_images_of(repository: str) -> list[str]:
+    """Local image names (REPO:TAG) of ``repository``, under any registry host, and of
+    the repositories a test names after it (``REPOSITORY-other``)."""
+    listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", check=False).stdout.split()
+    return [name for name in listed if named_after(name, repository)]
+
+
+def named_after(name: str, repository: str) -> bool:
+    """Is the image name REPO:TAG ``repository``'s or of a repository named after it?"""
+    return name.rsplit(":", 1)[0].rsplit("/", 1)[-1].startswith(repository)
+
+
+def remove_repository(repository: str, registry: str | None = None) -> None:
+    """Remove every local image of ``repository`` (under any host) and, given the
+    registry, every manifest of it there. For test clean-ups: never fails."""
+    for name in local_images_of(repository):
+        docker("image", "rm", "--force", name, check=False)
+    if registry is None:
+        return
+    if repository.startswith(f"{registry}/"):
+        repository = repository.removeprefix(f"{registry}/")
+    for tag in registry_tags(registry, repository):
+        _, headers, _ = _registry_request(registry, f"{repository}/manifests/{tag}", method="HEAD")
+        if digest := {k.lower(): v for k, v in headers.items()}.get("docker-content-digest"):
+            _registry_request(registry, f"{repository}/manifests/{digest}", method="DELETE")

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 
 import pytest
-from helpers import docker, raybake
+from helpers import docker, new_repository, raybake, remove_repository
 
 from raybake.pin import PIN_FILE
 
@@ -40,7 +39,7 @@ def pin_file(root) -> dict:
 @pytest.mark.engine
 @pytest.mark.registry
 def test_a_recorded_base_holds_until_update_bases(copy_fixture, engine, tmp_path, unique_repo):
-    base = f"{engine.registry}/raybake-test/moving-{uuid.uuid4().hex[:8]}:1"
+    base = f"{engine.registry}/{new_repository('moving')}:1"
     root = copy_fixture("small")
     env = engine.env(RAYBAKE_BASE_IMAGE=base, RAYBAKE_REPOSITORY=unique_repo)
     built = []
@@ -80,11 +79,12 @@ def test_a_recorded_base_holds_until_update_bases(copy_fixture, engine, tmp_path
     finally:
         for reference in (base, f"{base}@{first}", *built):
             docker("image", "rm", "--force", reference, check=False)
+        remove_repository(base.rsplit(":", 1)[0], engine.registry)
 
 
 @pytest.mark.engine
 def test_a_recorded_base_that_is_gone_is_an_error_with_the_fix(copy_fixture, engine, tmp_path, unique_repo):
-    base = f"raybake-test/moving-{uuid.uuid4().hex[:8]}:1"  # in no registry
+    base = f"{new_repository('moving')}:1"  # in no registry
     root = copy_fixture("small")
     env = engine.env(RAYBAKE_BASE_IMAGE=base, RAYBAKE_REPOSITORY=unique_repo)
     try:
@@ -102,7 +102,7 @@ def test_a_recorded_base_that_is_gone_is_an_error_with_the_fix(copy_fixture, eng
 @pytest.mark.engine
 @pytest.mark.registry
 def test_update_bases_asks_the_registry_for_a_base_not_here_without_pulling(copy_fixture, engine, tmp_path):
-    base = f"{engine.registry}/raybake-test/moving-{uuid.uuid4().hex[:8]}:1"
+    base = f"{engine.registry}/{new_repository('moving')}:1"
     root = copy_fixture("small")
     env = engine.env(RAYBAKE_BASE_IMAGE=base)
     try:
@@ -115,6 +115,7 @@ def test_update_bases_asks_the_registry_for_a_base_not_here_without_pulling(copy
         assert docker("image", "inspect", base, check=False).returncode != 0  # not pulled
     finally:
         docker("image", "rm", "--force", base, check=False)
+        remove_repository(base.rsplit(":", 1)[0], engine.registry)
 
 
 def test_the_pin_keeps_recorded_bases_offline_and_drops_unused_ones(copy_fixture):

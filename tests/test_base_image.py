@@ -6,7 +6,8 @@ from conftest import REPO
 
 from raybake.tools import docker as engine_docker
 from raybake.tools.docker import BuildRequest, build_image
-from raybake.tools.uv import uv_bin, uv_version
+from raybake.contract import DEFAULT_UV_VERSION
+from raybake.tools.uv import uv_bin_for
 
 pytestmark = pytest.mark.engine
 
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.engine
 def test_dockerfile_base_builds_and_runs(engine, tmp_path):
     uv_dir = tmp_path / "uv"
     uv_dir.mkdir()
-    (uv_dir / "uv").write_bytes(uv_bin().read_bytes())
+    (uv_dir / "uv").write_bytes(uv_bin_for("linux/amd64", DEFAULT_UV_VERSION, host="linux/amd64").read_bytes())
     (uv_dir / "uv").chmod(0o755)
     context = tmp_path / "ctx"
     context.mkdir()
@@ -27,7 +28,7 @@ def test_dockerfile_base_builds_and_runs(engine, tmp_path):
         code, out, _ = engine_docker.run_container(image, ["python", "-c", "import sys; print(sys.prefix)"])
         assert (code, out.strip()) == (0, "/opt/venv")
         code, out, _ = engine_docker.run_container(image, ["uv", "--version"])
-        assert code == 0 and out.startswith(f"uv {uv_version()}")
+        assert code == 0 and out.startswith(f"uv {DEFAULT_UV_VERSION}")
         code, out, _ = engine_docker.run_container(
             image, ["sh", "-c", "python -c 'import pip' && echo $RAY_ENABLE_UV_RUN_RUNTIME_ENV $UV_PROJECT_ENVIRONMENT"])
         assert (code, out.strip()) == (0, "0 /opt/venv")

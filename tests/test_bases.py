@@ -1,6 +1,15 @@
 """Base images people use: non-root bases (rayproject/ray runs as `ray`)."""
 
+import functools
+import hashlib
+import io
 import json
+import threading
+import uuid
+import zipfile
+from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from conftest import EXAMPLE
@@ -33,14 +42,50 @@ def test_a_non_root_base_builds_verifies_and_runs_as_its_user(engine, copy_fixtu
     assert out.stdout.split() [:2] == ["ray", "/opt/venv"] and "read-only" in out.stdout
 
 
-def test_another_platform_gets_that_platforms_uv_from_pypi(tmp_path, monkeypatch):
-    """The uv wheel for linux/arm64 on PyPI, checked against the index's sha256."""
-    from raybake.tools.uv import uv_bin, uv_bin_for
+@contextmanager
+def simple_index(folder: Path, version: str, binary: bytes, *, sha256: str | None = None):
+    """A PEP 691 simple index for uv on 127.0.0.1 with one linux/arm64 wheel
+    holding ``binary``; its listed sha256 is the wheel's unless ``sha256`` says otherwise."""
+    name = f"uv-{version}-py3-none-manylinux_2_17_aarch64.whl"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as wheel:
+        wheel.writestr(f"uv-{version}.data/scripts/uv", binary)
+    (folder / name).write_bytes(buffer.getvalue())
+    server = ThreadingHTTPServer(("127.0.0.1", 0),
+                                 functools.partial(SimpleHTTPRequestHandler, directory=str(folder)))
+    url = f"http://127.0.0.1:{server.server_port}"
+    (folder / "index.json").write_text(json.dumps({"files": [{
+        "filename": name, "url": f"{url}/{name}",
+        "hashes": {"sha256": sha256 or hashlib.sha256(buffer.getvalue()).hexdigest()}}]}))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{url}/index.json"
+    finally:
+        server.shutdown()
+        server.server_close()
 
-    monkeypatch.setenv("RAYBAKE_CACHE_DIR", str(tmp_path))
-    assert uv_bin_for("linux/amd64", "linux/amd64") == uv_bin()
-    binary = uv_bin_for("linux/arm64", "linux/amd64").read_bytes()
-    assert binary[:4] == b"\x7fELF" and int.from_bytes(binary[18:20], "little") == 0xB7  # EM_AARCH64
+
+@pytest.mark.parametrize("matches", [True, False])
+def test_another_platforms_uv_comes_from_the_index_only_when_its_sha256_matches(tmp_path, monkeypatch, matches):
+    """uv's wheel for another platform, checked against the sha256 its index lists
+    (a local index: no download from the real one)."""
+    from raybake.errors import ToolError
+    from raybake.tools import uv
+
+    monkeypatch.setenv("RAYBAKE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    (tmp_path / "index").mkdir()
+    binary = b"\x7fELF not really uv"
+    with simple_index(tmp_path / "index", "9.9.9", binary, sha256=None if matches else "0" * 64) as index:
+        monkeypatch.setattr(uv, "SIMPLE_INDEX", index)
+        if matches:
+            assert uv.uv_bin_for("linux/arm64", "9.9.9", host="linux/amd64").read_bytes() == binary
+        else:
+            with pytest.raises(ToolError, match="does not match PyPI's sha256"):
+                uv.uv_bin_for("linux/arm64", "9.9.9", host="linux/amd64")
+            assert not list((tmp_path / "cache").rglob("uv"))  # nothing unchecked is kept
 
 
 @pytest.mark.engine
@@ -70,3 +115,18 @@ def test_the_example_is_a_matrix_of_pythons_built_side_by_side(engine, copy_fixt
         version = docker("run", "--rm", "--network", "none", refs[spec], "python", "-c",
                          "import platform, pandas, pyarrow; print(platform.python_version())").stdout
         assert version.startswith(want), (spec, version)
+
+
+@pytest.mark.engine
+def test_base_facts_find_the_base_working_directory(engine, tmp_path):
+    """An image on a non-root base ends in the base's own working directory (Anyscale's /home/ray)."""
+    from raybake.planner import base_facts
+
+    reference = f"raybake-test-workdir:{uuid.uuid4().hex[:8]}"
+    (tmp_path / "Dockerfile").write_text(f"FROM {engine.nonroot_base_image}\nWORKDIR /home/ray\n")
+    docker("buildx", "build", "--load", "-t", reference, str(tmp_path))
+    try:
+        facts = base_facts(reference)
+    finally:
+        docker("image", "rm", reference, check=False)
+    assert (facts.user, facts.workdir) == ("ray", "/home/ray")

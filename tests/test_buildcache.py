@@ -1,12 +1,19 @@
 """Where a build's BuildKit cache comes from and goes to (raybake.buildcache)."""
 
 import json
+import os
 import re
+import shutil
+import socket
 import subprocess
-import uuid
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
-from helpers import docker, raybake
+from helpers import docker, raybake, registry_repositories, registry_tags
 
 from raybake.buildcache import cache_options, default_cache_ref, normalize
 from raybake.errors import SpecError
@@ -22,14 +29,15 @@ def spec(repository: str = "127.0.0.1:5000/team/app", **fields) -> ImageSpec:
 def test_default_cache_lives_next_to_the_image_in_its_registry():
     assert default_cache_ref(spec()) == "127.0.0.1:5000/team/app:buildcache-cpu"
     assert default_cache_ref(spec("ghcr.io/org/app")) == "ghcr.io/org/app:buildcache-cpu"
-    assert default_cache_ref(spec("team/app")) is None  # no registry: no shared cache
+    assert default_cache_ref(spec("team/app")) == "team/app:buildcache-cpu"  # Docker Hub is a registry too
+    assert default_cache_ref(spec("app")) is None  # a local name: no shared cache
 
 
 def test_default_imports_always_and_exports_only_with_push():
     ref = "127.0.0.1:5000/team/app:buildcache-cpu"
     assert cache_options(spec(), push=False).cache_from == (f"type=registry,ref={ref}",)
     assert cache_options(spec(), push=False).cache_to == ()
-    assert cache_options(spec(), push=True).cache_to == (f"type=registry,ref={ref},ignore-error=true,mode=max",)
+    assert cache_options(spec(), push=True).cache_to == (f"type=registry,ref={ref},mode=max",)
     local = cache_options(spec("app"), push=True)
     assert local.cache_from == () and local.cache_to == ()
 
@@ -47,6 +55,16 @@ def test_spec_and_cli_values_replace_the_default():
 def test_zstd_images_export_a_zstd_cache():
     options = cache_options(spec(compression="zstd"), push=True)
     assert options.cache_to[0].endswith("mode=max,compression=zstd,force-compression=true,oci-mediatypes=true")
+
+
+def test_only_an_inline_cache_goes_with_the_build_the_rest_after_verification():
+    """Exports that write somewhere of their own run after verification
+    (raybake.build), so a rejected build's layers never leave the machine."""
+    options = cache_options(spec(cache_to=("type=inline", "reg.example/cache:x", "type=local,dest=/c")),
+                            push=True)
+    assert options.with_image == ("type=inline",)
+    assert options.after_verification == ("type=registry,ref=reg.example/cache:x,mode=max", "type=local,dest=/c")
+    assert cache_options(spec(), push=True).with_image == ()
 
 
 @pytest.mark.parametrize("value", ["type=nonsense,ref=x", "type="])
@@ -70,48 +88,172 @@ def steps(output: str) -> dict[str, str]:
     return headers
 
 
+def manifest(reference: str) -> dict:
+    return json.loads(docker("buildx", "imagetools", "inspect", "--raw", reference).stdout)
+
+
+@contextmanager
+def engine_of_its_own(home: Path, base_image: str) -> Iterator[dict[str, str]]:
+    """A throwaway dockerd with an empty image store and BuildKit cache, holding
+    only ``base_image``; yields the environment that points the docker CLI at it.
+
+    A fresh CI runner, without emptying the shared engine's cache that every other
+    build on the machine uses: no BuildKit image can be had offline for `docker
+    buildx create --driver docker-container`, so this is a second daemon with the
+    flags buildkit/engine-up gives the shared one, and data, exec root, pid file
+    and socket of its own under ``home``, removed with it. It reaches the
+    registries on 127.0.0.1 as the shared engine does."""
+    home.mkdir()
+    env = {**os.environ, "DOCKER_HOST": f"unix://{home}/docker.sock"}
+    # Short names under home: the daemon's and containerd's socket paths must stay under 108 bytes.
+    daemon = subprocess.Popen(
+        ["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false", "--data-root", str(home / "d"),
+         "--exec-root", str(home / "x"), "--pidfile", str(home / "pid"), "--host", env["DOCKER_HOST"]],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(home / "dockerd.log", "wb"),
+        start_new_session=True)
+    try:
+        for _ in range(240):
+            if subprocess.run(["docker", "info"], env=env, capture_output=True).returncode == 0:
+                break
+            assert daemon.poll() is None, (home / "dockerd.log").read_text()[-2000:]
+            time.sleep(0.25)
+        else:
+            raise AssertionError(f"the test's own dockerd did not answer:\n"
+                                 f"{(home / 'dockerd.log').read_text()[-2000:]}")
+        saved = subprocess.Popen(["docker", "save", base_image], stdout=subprocess.PIPE)
+        loaded = subprocess.run(["docker", "load"], stdin=saved.stdout, env=env, capture_output=True, text=True)
+        saved.stdout.close()
+        assert saved.wait() == 0 and loaded.returncode == 0, loaded.stderr
+        yield env
+    finally:
+        daemon.terminate()  # it stops its containers and its containerd with it
+        try:
+            daemon.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.mark.engine
-def test_fresh_runner_takes_the_lower_layers_from_the_registry_cache(engine, copy_fixture):
-    """Build and push (the cache goes next to the image), forget everything local,
-    add a dependency: the pinned lower layer comes from the registry's cache."""
+@pytest.mark.registry
+def test_fresh_runner_takes_the_lower_layers_from_the_registry_cache(engine, copy_fixture, unique_repo, tmp_path):
+    """Build and push: the cache goes next to the image, every split layer in it;
+    a runner without the image or any local cache (an engine of the test's own)
+    then builds a new lock from it, its lower layers cached."""
     root = copy_fixture("small")
     with (root / "pyproject.toml").open("a") as f:
         f.write(HEAVY)
-    repository = f"{engine.registry}/raybake-test/cache{uuid.uuid4().hex[:10]}"
+    repository = f"{engine.registry}/{unique_repo}"
     env = engine.env(RAYBAKE_REPOSITORY=repository)
-    first = raybake("build", "--push", "-C", str(root), env=env, timeout=900)
-    assert "exporting cache to registry" in first.stderr + first.stdout
+    first = raybake("build", "--push", "-C", str(root), env=env)
+    output = first.stderr + first.stdout
+    # Exported after the image was verified and pushed, never during its build.
+    assert output.index("verifying the environment") < output.index("exporting the build cache to")
+    assert "exporting cache to registry" in output
     cache_ref = f"{repository}:buildcache-default"
-    assert docker("buildx", "imagetools", "inspect", cache_ref).returncode == 0
     reference = raybake("tag", "-C", str(root), env=env).stdout.strip()
-    # A fresh runner: neither the image nor any build cache here.
-    docker("image", "rm", reference)
-    docker("buildx", "prune", "-af")
+    image_layers = [layer["digest"] for layer in manifest(reference)["layers"]]
+    cache = manifest(cache_ref)  # an image index whose entries are the cached layers
+    cache_layers = {entry["digest"] for entry in cache.get("layers", cache.get("manifests", []))}
+    assert set(image_layers) <= cache_layers  # mode=max: the six layer and every other step's
     text = (root / "pyproject.toml").read_text()
     (root / "pyproject.toml").write_text(text.replace('dependencies = ["six==1.17.0"]',
                                                       'dependencies = ["six==1.17.0", "tabulate==0.9.0"]'))
     subprocess.run([str(uv_bin()), "lock", "-q"], cwd=root, check=True)
-    second = raybake("build", "-C", str(root), env=env, timeout=900)
+    with engine_of_its_own(tmp_path / "engine", engine.base_image) as fresh:
+        second = raybake("build", "-C", str(root), env={**env, "DOCKER_HOST": fresh["DOCKER_HOST"]})
     output = second.stderr + second.stdout
-    assert f"importing cache manifest from {cache_ref}" in output
+    assert " built " in second.stdout
     headers = steps(output)
     six = [h for h in headers.values() if "RUN" in h and "six" in h and "tabulate" not in h]
     assert six and all(h.endswith(" CACHED") for h in six), headers
-    # The top layer (uv sync of the new lock) is built, not taken from the cache.
-    assert any("RUN" in h and not h.endswith(" CACHED") for h in headers.values()), headers
+    assert f"importing cache manifest from {cache_ref}" in output
 
 
 @pytest.mark.engine
-def test_zstd_image_builds_verifies_and_reaches_the_registry_as_zstd(engine, copy_fixture):
+@pytest.mark.registry
+def test_a_rejected_push_leaves_nothing_in_the_registry(engine, copy_fixture, unique_repo):
+    """README: a build that verification rejects is never tagged and nothing is
+    pushed, the build cache (REPOSITORY:buildcache-SPEC) included."""
+    root = copy_fixture("small")
+    (root / "images").mkdir()
+    (root / "images/default.yaml").write_text('env:\n  RAY_ENABLE_UV_RUN_RUNTIME_ENV: "1"\n')
+    env = engine.env(RAYBAKE_REPOSITORY=f"{engine.registry}/{unique_repo}")
+    proc = raybake("build", "--push", "-C", str(root), env=env, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "RAY_ENABLE_UV_RUN_RUNTIME_ENV" in proc.stdout + proc.stderr
+    assert registry_tags(engine.registry, unique_repo) == []
+    assert unique_repo not in registry_repositories(engine.registry)
+
+
+@contextmanager
+def stalled_registry():
+    """A server on 127.0.0.1 that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+@pytest.mark.engine
+@pytest.mark.registry
+@pytest.mark.parametrize("cache", ["stalled", "refused"])
+def test_a_failed_cache_export_is_bounded_by_the_push_timeout_and_keeps_the_image(
+        engine, copy_fixture, unique_repo, cache):
+    """The export runs after the push, bounded by RAYBAKE_PUSH_TIMEOUT (not the
+    build's hour); when it stalls or fails the verified, pushed image stands."""
+    root = copy_fixture("small")
+    env = engine.env(RAYBAKE_REPOSITORY=f"{engine.registry}/{unique_repo}", RAYBAKE_PUSH_TIMEOUT="8")
+    with stalled_registry() as stalled:
+        where = stalled if cache == "stalled" else "127.0.0.1:1"
+        proc = raybake("build", "--push", "--cache-to", f"{where}/raybake-test/cache:x", "-C", str(root),
+                       env=env)
+    assert "built and pushed" in proc.stdout
+    warning = proc.stderr[proc.stderr.index("warning: exporting the build cache"):]
+    assert f"{where}/raybake-test/cache:x" in warning and "the image is built and verified" in warning
+    if cache == "stalled":
+        assert "did not finish within 8 s" in warning and "RAYBAKE_PUSH_TIMEOUT" in warning
+    else:
+        assert "failed" in warning
+    reference = raybake("tag", "-C", str(root), env=env).stdout.strip()
+    # The image, its verification record (raybake.trust) and its referrers' fallback
+    # tag (raybake.attest), both named sha256-HEX...; no cache.
+    tags = registry_tags(engine.registry, unique_repo)
+    assert [t for t in tags if not t.startswith("sha256-")] == [reference.rsplit(":", 1)[1]]
+    assert len(tags) == 3
+
+
+@pytest.mark.engine
+@pytest.mark.registry
+def test_zstd_image_builds_verifies_and_reaches_the_registry_as_zstd(engine, copy_fixture, unique_repo):
     root = copy_fixture("small")
     with (root / "pyproject.toml").open("a") as f:
         f.write('\n[tool.raybake]\ncompression = "zstd"\n')
-    repository = f"{engine.registry}/raybake-test/zstd{uuid.uuid4().hex[:10]}"
+    repository = f"{engine.registry}/{unique_repo}"
     env = engine.env(RAYBAKE_REPOSITORY=repository)
     raybake("build", "--push", "-C", str(root), env=env, timeout=900)
     reference = raybake("tag", "-C", str(root), env=env).stdout.strip()
     raybake("verify", reference, "-C", str(root), env=env, timeout=600)
-    manifest = json.loads(docker("buildx", "imagetools", "inspect", "--raw", reference).stdout)
-    types = {layer["mediaType"] for layer in manifest["layers"]}
+    types = {layer["mediaType"] for layer in manifest(reference)["layers"]}
     assert types == {"application/vnd.oci.image.layer.v1.tar+zstd"}, types
-    docker("image", "rm", reference)

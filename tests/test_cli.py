@@ -52,5 +52,5 @@ def test_a_python_the_base_image_lacks_is_an_error_before_any_build(engine, copy
     (root / ".python-version").write_text("3.12\n")
     proc = raybake("build", "-C", str(root), check=False, env=engine.env())
     assert proc.returncode == 2, proc.stderr
-    assert "Python 3.12 is asked for" in proc.stderr and "python3.11 (3.11" in proc.stderr
+    assert "error: .python-version: Python 3.12 is asked for" in proc.stderr and "python3.11 (3.11" in proc.stderr
     assert ".python-version" in proc.stderr and "building" not in proc.stderr

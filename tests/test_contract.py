@@ -5,7 +5,7 @@ import re
 from conftest import REPO
 
 from raybake import contract
-from raybake.plan import base_dockerfile
+from raybake.dockerfile import base_dockerfile
 
 
 def base_env() -> dict[str, str]:

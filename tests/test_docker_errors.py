@@ -11,6 +11,7 @@ from raybake.tools.docker_errors import DockerFailure, classify
 DATA = Path(__file__).parent / "data" / "docker_errors"
 EXPECTED = {
     "daemon-down": DockerFailure.DAEMON_DOWN,
+    "daemon-denied": DockerFailure.DAEMON_DENIED,
     "buildx-missing": DockerFailure.BUILDX_MISSING,
     "bad-name": DockerFailure.BAD_NAME,
     "not-found": DockerFailure.NOT_FOUND,
@@ -54,3 +55,45 @@ def test_an_identical_image_stored_first_is_recognised():
 
     text = ('ERROR: failed to solve: image "moby-dangling@sha256:' + "2" * 64 + '": already exists')
     assert _ALREADY_STORED.search(text).group(1) == "sha256:" + "2" * 64
+
+
+def test_a_user_outside_the_docker_group_is_told_so_not_to_start_the_daemon():
+    error = _engine_error((DATA / "daemon-denied.txt").read_text())
+    assert isinstance(error, EngineError) and "may not use the Docker daemon" in error.message
+    assert "docker group" in error.fix and "start the Docker daemon" not in error.fix
+
+
+def test_a_daemon_that_never_answers_is_an_engine_error_with_a_fix(tmp_path, monkeypatch):
+    """A socket that accepts and says nothing, as a hung dockerd does: the real docker CLI waits on it."""
+    import socket
+    import threading
+
+    from raybake.tools import docker
+
+    path = tmp_path / "docker.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(8)
+    held = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])  # and never answer
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    monkeypatch.setenv("RAYBAKE_DOCKER_TIMEOUT", "2")
+    try:
+        with pytest.raises(EngineError) as info:
+            docker.local_image("raybake-test/anything:x")
+        assert "did not answer `docker image` within 2 s" in info.value.message
+        assert "docker info" in info.value.fix and "RAYBAKE_DOCKER_TIMEOUT" in info.value.fix
+    finally:
+        stop.set()
+        server.close()
+        for conn in held:
+            conn.close()

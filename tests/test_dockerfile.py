@@ -1,5 +1,5 @@
 """Golden Dockerfiles. Regenerate with RAYBAKE_UPDATE_GOLDEN=1 after a deliberate change
-(what render() emits is part of every tag through plan.template_digest)."""
+(what render() emits is part of every tag through dockerfile.template_digest)."""
 
 import os
 import re
@@ -25,16 +25,18 @@ CASES = {
     "example-layered": (EXAMPLE, None),
     # raybake's base-image presets (images/), with what the planner finds in each base.
     "preset-python-slim": ("small", "base: python-slim\n"),
-    "preset-ray": (EXAMPLE, "base: ray\n", {"python": "3.11.11", "user": "ray"}),
+    "preset-ray": (EXAMPLE, "base: ray\n", {"python": "3.11.11", "user": "ray", "workdir": "/home/ray"}),
+    "preset-anyscale": (EXAMPLE, "base: anyscale\n", {"python": "3.11.11", "user": "ray", "workdir": "/home/ray"}),
     "preset-cuda": ("small", "base: cuda\n", {"python": "3.12"}),
 }
 
 
-def recipe(project, spec, python="3.11.2", user="root", base_digest=None):
+def recipe(project, spec, python="3.11.2", user="root", base_digest=None, workdir="/"):
     """The plan as built, with the base image's Python and user given (no daemon)."""
-    return plan_build(project, identify(project, spec, uv_version="0.0.0", base_digest=base_digest),
+    identity = identify(project, spec, base_digest=base_digest, template_digest="0" * 64)
+    return plan_build(project, identity,
                       requirements=spec_requirements(project, spec), lock=parse_lock(project.lock_bytes),
-                      python=python, user=user)
+                      python=python, user=user, workdir=workdir)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -52,7 +54,12 @@ def test_golden_dockerfile(copy_fixture, case):
     text = re.sub(r'(dev\.raybake\.version=)"[^"]+"', r'\1"<version>"', text)
     golden = GOLDEN / f"{case}.Dockerfile"
     if os.environ.get("RAYBAKE_UPDATE_GOLDEN"):
+        if os.environ.get("CI"):
+            pytest.fail("RAYBAKE_UPDATE_GOLDEN rewrites the golden files: refused under CI", pytrace=False)
+        changed = not golden.exists() or golden.read_text() != text
         golden.write_text(text)
+        assert not changed, (f"rewrote {golden}: review the diff (git diff {golden}), commit it if deliberate, "
+                             "and run again without RAYBAKE_UPDATE_GOLDEN")
     assert text == golden.read_text()
 
 
@@ -81,11 +88,13 @@ def test_printed_dockerfile_names_the_resolved_base_and_python(copy_fixture):
 def test_layers_go_from_stable_to_volatile(copy_fixture):
     root = copy_fixture("small")
     (root / "images").mkdir()
-    (root / "images/default.yaml").write_text("apt_packages: [git]\nenv:\n  A: b\n")
+    (root / "images/default.yaml").write_text("apt_packages: [git]\nenv:\n  A: b\nruntime_apt_packages: [ffmpeg]\n")
     project = load_project(root)
     (spec,) = load_specs(project, {})
     text = render(recipe(project, spec))
-    order = [text.index(s) for s in ("FROM ${BASE_IMAGE}", "apt-get install", 'ENV A="b"', "uv sync", "LABEL ")]
+    # Runtime apt packages above the dependencies: changing them rebuilds that layer alone.
+    order = [text.index(s) for s in ("FROM ${BASE_IMAGE}", "--no-install-recommends git", 'ENV A="b"', "uv sync",
+                                     "--no-install-recommends ffmpeg", "LABEL ")]
     assert order == sorted(order)
 
 
@@ -94,7 +103,7 @@ def test_git_is_added_only_when_the_specs_selection_has_a_git_source(copy_fixtur
     does not select neither adds git nor turns off the split layers."""
     project = load_project(copy_fixture("small"))
     (spec,) = load_specs(project, {"RAYBAKE_BASE_IMAGE": "b:1"})
-    identity = identify(project, spec, uv_version="0.0.0", base_digest=BASE_DIGEST)
+    identity = identify(project, spec, base_digest=BASE_DIGEST, template_digest="0" * 64)
     plain = spec_requirements(project, spec)
     with_git = plain + "gitdep @ git+https://example.com/org/gitdep@0123456789abcdef\n"
     lock = parse_lock(project.lock_bytes)
@@ -119,3 +128,15 @@ def test_env_values_are_written_for_buildkit_to_read_back_as_is(copy_fixture):
     project = load_project(root)
     (spec,) = load_specs(project, {})
     assert 'ENV X="\\${PATH}:\\$HOME"\n' in render(recipe(project, spec))
+
+
+def test_the_seal_script_is_part_of_every_tag(monkeypatch):
+    """The script that seals each dependency layer decides the image: a change
+    to it changes the template digest, and so every tag."""
+    from raybake import contract, dockerfile
+
+    before = dockerfile.template_digest.__wrapped__()
+    source = contract.in_image_source
+    monkeypatch.setattr(contract, "in_image_source",
+                        lambda name: source(name) + ("\n# changed\n" if name == contract.SEAL_SCRIPT else ""))
+    assert dockerfile.template_digest.__wrapped__() != before

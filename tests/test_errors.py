@@ -45,8 +45,39 @@ def test_lock_out_of_date(copy_fixture):
 def test_lock_not_valid_toml(copy_fixture):
     root = copy_fixture("small")
     with (root / "uv.lock").open("a") as f:
-        f.write("<<<<<<< HEAD\n")
+        f.write("[[package]\n")
     assert_clean_error(raybake("build", "-C", str(root), check=False), "not a valid lock file", "merge conflicts")
+
+
+def conflicted_lock(root: Path) -> None:
+    """Leave uv.lock as a merge of two branches that changed one line leaves it: git's own markers."""
+    lock = root / "uv.lock"
+    ours, base, theirs = (root / ".ours", root / ".base", root / ".theirs")
+    base.write_bytes(lock.read_bytes())
+    ours.write_text(lock.read_text().replace('version = "1.17.0"', 'version = "1.16.0"', 1))
+    theirs.write_text(lock.read_text().replace('version = "1.17.0"', 'version = "1.15.0"', 1))
+    subprocess.run(["git", "merge-file", "-L", "HEAD", "-L", "base", "-L", "feature", str(ours), str(base),
+                    str(theirs)], check=False)
+    lock.write_bytes(ours.read_bytes())
+    for f in (ours, base, theirs):
+        f.unlink()
+    assert "<<<<<<< HEAD" in lock.read_text()
+
+
+@pytest.mark.parametrize("command", [
+    ["tag"], ["build"], ["dockerfile"], ["pin"], ["pin", "--lock-only"], ["pin", "--check"], ["stage"],
+    ["job-config", "--entrypoint", "python main.py"], ["submit", "--", "python", "main.py"],
+    ["py-executable"], ["verify", "raybake-test/absent:x"],
+])
+def test_a_lock_with_merge_conflict_markers_is_reported_first_by_every_command(copy_fixture, tmp_path, command):
+    root = copy_fixture("small")
+    conflicted_lock(root)
+    # No daemon: the lock is reported before anything asks the engine.
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no.sock"}
+    proc = raybake(command[0], "-C", str(root), *command[1:], env=env, check=False)
+    assert_clean_error(proc, "uv.lock holds merge-conflict markers (line", "git checkout --theirs uv.lock",
+                       "uv lock")
+    assert not (root / "raybake-pin.json").exists()
 
 
 def test_lock_newer_than_the_image_uv(copy_fixture):
@@ -54,7 +85,7 @@ def test_lock_newer_than_the_image_uv(copy_fixture):
     text = (root / "uv.lock").read_text().replace("version = 1\n", "version = 2\n", 1)
     (root / "uv.lock").write_text(text)
     assert_clean_error(raybake("build", "-C", str(root), check=False), "lock format version 2",
-                       "the uv in the image", "upgrade raybake's uv")
+                       "the uv in the image", "set uv_version")
 
 
 @pytest.mark.parametrize(("yaml_text", "needle"), [
@@ -74,7 +105,7 @@ def test_daemon_not_reachable(copy_fixture, tmp_path):
     env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "DOCKER_HOST": f"unix://{tmp_path}/no.sock",
            "HOME": str(tmp_path)}
     assert_clean_error(raybake("build", "-C", str(root), env=env, check=False),
-                       "Docker daemon is not reachable", "buildkit/engine-up")
+                       "Docker daemon is not reachable", "systemctl start docker")
 
 
 def test_buildx_missing_is_mapped():
@@ -109,12 +140,16 @@ def test_index_unreachable_surfaces_uv_message(engine, copy_fixture, unique_repo
     assert docker("image", "inspect", ref, check=False).returncode != 0
 
 
+@pytest.mark.registry
 @pytest.mark.engine
-def test_registry_unreachable(engine, copy_fixture):
+@pytest.mark.parametrize("push", [[], ["--push"]])
+def test_registry_unreachable_is_an_error_not_assumed_absent_or_present(engine, copy_fixture, push):
     root = copy_fixture("small")
     env = engine.env(RAYBAKE_REPOSITORY="127.0.0.1:1/team/small")
-    assert_clean_error(raybake("build", "--push", "-C", str(root), env=env, check=False),
-                       "cannot tell whether", "registry")
+    proc = raybake("build", *push, "-C", str(root), env=env, check=False)
+    assert_clean_error(proc, "cannot tell whether 127.0.0.1:1/team/small:", "the registry did not answer (",
+                       "RAYBAKE_REGISTRY_TIMEOUT")
+    assert "building" not in proc.stderr
 
 
 # A bcrypt hash of a throwaway password: the registry demands credentials, none are given.
@@ -153,6 +188,7 @@ def auth_registry(tmp_path):
         proc.wait(timeout=10)
 
 
+@pytest.mark.registry
 @pytest.mark.engine
 def test_registry_refusing_credentials(engine, copy_fixture, auth_registry):
     root = copy_fixture("small")
@@ -216,7 +252,7 @@ def test_an_over_long_reference_to_verify_is_a_name_error(engine, copy_fixture):
 def test_verify_without_a_daemon_says_so(copy_fixture, tmp_path):
     proc = raybake("verify", "small:default-0123456789abcdef", "-C", str(copy_fixture("small")),
                    env=dead_daemon_env(tmp_path), check=False)
-    assert_clean_error(proc, "Docker daemon is not reachable", "buildkit/engine-up")
+    assert_clean_error(proc, "Docker daemon is not reachable", "systemctl start docker")
 
 
 def test_lock_timeout_that_is_not_a_number(copy_fixture):
@@ -229,8 +265,7 @@ def test_lock_timeout_that_is_not_a_number(copy_fixture):
 @pytest.mark.parametrize("entrypoint", ["", "  ", 'python "main.py'])
 def test_job_config_with_an_empty_or_broken_entrypoint(copy_fixture, entrypoint):
     proc = raybake("job-config", "--entrypoint", entrypoint, "-C", str(copy_fixture("small")), check=False)
-    assert proc.returncode == 2 and "--entrypoint" in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert_clean_error(proc, "--entrypoint")
 
 
 def test_an_unknown_pin_version_is_an_error_not_rewritten(copy_fixture):
@@ -260,20 +295,29 @@ def read_only_dir(tmp_path):
 
 
 @pytest.mark.engine
-def test_a_read_only_cache_dir_breaks_nothing(engine, copy_fixture, unique_repo, read_only_dir):
+def test_a_read_only_cache_dir_breaks_nothing(engine, copy_fixture, unique_repo, read_only_dir, tmp_path):
+    """The whole build path (locks, scratch contexts) works with a cache directory
+    it cannot write: a private directory under TMPDIR (here the test's own) stands in."""
     root = copy_fixture("small")
-    env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
-    raybake("build", "-C", str(root), env=env)
+    own_tmp = tmp_path / "tmp"
+    own_tmp.mkdir()
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo, TMPDIR=str(own_tmp))
     for cache in (read_only_dir, read_only_dir / "raybake"):
         ro = {**env, "RAYBAKE_CACHE_DIR": str(cache)}
-        again = raybake("build", "-C", str(root), env=ro)
-        assert " up to date " in again.stdout and "Traceback" not in again.stderr
+        again = raybake("build", "--force", "-C", str(root), env=ro)
+        assert " built " in again.stdout and "Traceback" not in again.stderr
+        assert f"cannot use {cache} as raybake's cache" in again.stderr, again.stderr
+        assert (own_tmp / f"raybake-{os.getuid()}").is_dir()
         pinned = raybake("pin", "-C", str(root), env=ro, check=False)
         assert pinned.returncode == 0 and "Traceback" not in pinned.stderr, pinned.stderr
         assert (root / "raybake-pin.json").is_file()
 
 
-def test_an_unexpected_exception_exits_3_with_one_line_and_a_log(copy_fixture, monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize("logs", ["cache", "temp"])
+def test_an_unexpected_exception_exits_3_with_one_line_and_a_log(copy_fixture, monkeypatch, capsys, tmp_path, logs):
+    """The log goes to raybake's cache, else (no logs directory can be made there) to the temp directory."""
+    import tempfile
+
     import raybake.commands.tag as tag_command
     from raybake.cli import main
 
@@ -282,11 +326,16 @@ def test_an_unexpected_exception_exits_3_with_one_line_and_a_log(copy_fixture, m
 
     monkeypatch.setattr(tag_command, "identities_for", broken)
     monkeypatch.setenv("RAYBAKE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    if logs == "temp":
+        (tmp_path / "cache").mkdir()
+        (tmp_path / "cache" / "logs").write_text("a file where the logs directory would be\n")
     with pytest.raises(SystemExit) as exited:
         main(["tag", "-C", str(copy_fixture("small"))])
     assert exited.value.code == 3  # never 1: a hook must not read a crash as findings
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "RuntimeError: boom" in err and "Traceback" not in err
     log = Path(re.search(r"the traceback is in (\S+)", err).group(1))
-    assert log.parent == tmp_path / "cache" / "logs"
+    assert log.parent == (tmp_path / "cache" / "logs" if logs == "cache" else tmp_path / "tmp")
     assert "Traceback" in log.read_text() and "RuntimeError: boom" in log.read_text()

@@ -12,17 +12,17 @@ from helpers import BASE_DIGEST
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from raybake.dockerfile import template_digest
 from raybake.hashing import canonical_bytes, strip_credentials
 from raybake.plan import identify
 from raybake.project import load_project
 from raybake.spec import load_specs
 
 
-def reference(root: Path, env: dict[str, str] | None = None, uv_version: str = "0.0.1",
-              base_digest: str = BASE_DIGEST) -> str:
+def reference(root: Path, env: dict[str, str] | None = None, base_digest: str = BASE_DIGEST) -> str:
     project = load_project(root)
     (spec,) = load_specs(project, env or {})
-    return identify(project, spec, uv_version=uv_version, base_digest=base_digest).reference
+    return identify(project, spec, base_digest=base_digest, template_digest=template_digest()).reference
 
 
 def edit(rel: str, old: str, new: str):
@@ -81,14 +81,16 @@ def test_tag_changes_with_project_inputs(copy_fixture, change):
     assert reference(root) != before
 
 
+FIXED_BASE = "base_image: example.invalid/base:1\n"  # else the default base follows the Python
 SPEC_CHANGES = {
     "groups": "groups: [dev]\n",
     "extras": "extras: [table]\n",
     "dev": "dev: true\n",
     "base_image": "base_image: python:3.11-slim-trixie\n",
-    "python": 'python: "3.12"\n',
+    "python": FIXED_BASE + 'python: "3.12"\n',  # the base stays: only the Python asked for differs
     "platform": "platform: linux/arm64\n",
     "apt_packages": "apt_packages: [git]\n",
+    "runtime_apt_packages": "runtime_apt_packages: [ffmpeg]\n",
     "env": "env:\n  A: b\n",
     "heavy_packages": "heavy_packages: [six]\n",
     "package": "package: small\n",
@@ -96,15 +98,21 @@ SPEC_CHANGES = {
     "python_apt": "python_apt: [python3.12]\n",
     "all_packages": "all_packages: true\n",
     "compression": "compression: zstd\n",
+    "uv_version": 'uv_version: "0.13.8"\n',
 }
 SPEC_NEUTRAL = {
     "repository": "repository: other/name\n",
     "network": "network: host\n",
     "ca_bundle": "ca_bundle: ca.pem\n",
     "index_secrets": "index_secrets: [UV_INDEX_CORP_PASSWORD]\n",
+    "build_with_secrets": "build_with_secrets: true\n",
     "import_skip": "import_skip: [six]\n",
     "cache_from": "cache_from: [127.0.0.1:5000/small:buildcache-main]\n",
     "cache_to": "cache_to: [type=inline]\n",
+    "registry_login_secret": "registry_login_secret: arn:aws:secretsmanager:us-west-2:1:secret:reg\n",
+    "compute_config": "compute_config: gpu-small:2\n",
+    "cloud": "cloud: my-cloud\n",
+    "max_retries": "max_retries: 3\n",
 }
 
 
@@ -125,17 +133,15 @@ def test_every_spec_field_is_classified_and_tested():
 def test_raybakes_own_template_is_part_of_the_tag(copy_fixture, monkeypatch, module, name, value):
     import importlib
 
-    from raybake import plan
-
     root = copy_fixture("small")
     before = reference(root)
     monkeypatch.setattr(importlib.import_module(f"raybake.{module}"), name, value)
-    plan.template_digest.cache_clear()
+    template_digest.cache_clear()
     try:
         assert reference(root) != before
     finally:
         monkeypatch.undo()
-        plan.template_digest.cache_clear()
+        template_digest.cache_clear()
 
 
 def tag_of(ref: str) -> str:
@@ -146,7 +152,7 @@ def tag_of(ref: str) -> str:
 def test_tag_changes_with_spec_fields(copy_fixture, line):
     root = copy_fixture("small")
     (root / "images").mkdir()
-    (root / "images/default.yaml").write_text("")
+    (root / "images/default.yaml").write_text(FIXED_BASE if line.startswith(FIXED_BASE) else "")
     before = reference(root)
     (root / "images/default.yaml").write_text(line)
     assert tag_of(reference(root)) != tag_of(before)
@@ -164,10 +170,9 @@ def test_tag_ignores_where_and_how_it_is_built(copy_fixture, line):
     assert tag_of(reference(root)) == tag_of(before)
 
 
-def test_uv_version_and_member_pyprojects_are_hashed(copy_fixture):
+def test_member_pyprojects_are_hashed(copy_fixture):
     root = copy_fixture("workspace")
     before = reference(root)
-    assert reference(root, uv_version="0.0.2") != before
     edit("libs/liba/pyproject.toml", "six==1.17.0", "six>=1.17")(root)
     assert reference(root) != before
 

@@ -1,7 +1,8 @@
-"""KubeRay manifests (`raybake job-config --format kuberay` / `kuberay-cluster`)
-against KubeRay's own CRD schemas (tests/data/kuberay: release v1.7.0), Ray's
-own runtime_env parser and unzip, and a real Ray head running the RayJob's
-submit command the way KubeRay's submitter pod does."""
+"""KubeRay manifests (`raybake job-config --format kuberay` / `kuberay-cluster` /
+`kuberay-service` / `kuberay-prepull`) against KubeRay's own CRD schemas
+(tests/data/kuberay: release v1.7.0), Ray's own runtime_env and Serve config
+parsers and unzip, and a real Ray head running the RayJob's submit command the
+way KubeRay's submitter pod does, its working_dir from an S3-compatible server."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ import json
 import re
 import shlex
 import shutil
+import subprocess
 import threading
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EXAMPLE
+from conftest import BUCKET, EXAMPLE
 from helpers import docker, raybake
 from jsonschema import Draft4Validator, ValidationError
 
 from raybake.contract import LABEL_INPUT_HASH, LABEL_PYTHON
+from raybake.tools.uv import uv_bin
 
 CRDS = Path(__file__).parent / "data" / "kuberay"
 URI = "https://example.com/ray-app/wd-0123.zip"
@@ -69,12 +72,17 @@ DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
+def cluster_of(manifest: dict) -> dict:
+    return {"RayJob": lambda s: s["rayClusterSpec"], "RayService": lambda s: s["rayClusterConfig"],
+            "RayCluster": lambda s: s}[manifest["kind"]](manifest["spec"])
+
+
 def check_operator_rules(manifest: dict) -> None:
     """What KubeRay's operator checks beyond the schema
     (ray-operator/controllers/ray/utils/validation.go, v1.7.0) and raybake relies on."""
     name, kind = manifest["metadata"]["name"], manifest["kind"]
-    assert len(name) <= {"RayJob": 47, "RayCluster": 53}[kind] and DNS_1035.fullmatch(name), name
-    cluster = manifest["spec"]["rayClusterSpec"] if kind == "RayJob" else manifest["spec"]
+    assert len(name) <= {"RayJob": 47, "RayCluster": 53, "RayService": 53}[kind] and DNS_1035.fullmatch(name), name
+    cluster = cluster_of(manifest)
     assert cluster["headGroupSpec"]["template"]["spec"]["containers"]
     for group in cluster["workerGroupSpecs"]:
         assert DNS_1123.fullmatch(group["groupName"]) and len(group["groupName"]) <= 63
@@ -86,16 +94,16 @@ def check_operator_rules(manifest: dict) -> None:
         assert len(value) <= 63 and re.fullmatch(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", value)
 
 
-def input_hash(root: Path, env: dict[str, str]) -> str:
-    from raybake.planner import identities_for
-    from raybake.project import load_project
-
-    (plan,) = identities_for(load_project(root), environ=env)
-    return plan.input_hash.hexdigest
+def pod_specs(manifest: dict) -> list[dict]:
+    """Every pod template's spec: head, worker groups, a RayJob's submitter."""
+    cluster = cluster_of(manifest)
+    submitter = manifest["spec"].get("submitterPodTemplate")
+    return [g["template"]["spec"] for g in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]] + (
+        [submitter["spec"]] if submitter else [])
 
 
 def containers(manifest: dict) -> list[dict]:
-    cluster = manifest["spec"]["rayClusterSpec"] if manifest["kind"] == "RayJob" else manifest["spec"]
+    cluster = cluster_of(manifest)
     groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     return [c for g in groups for c in g["template"]["spec"]["containers"]]
 
@@ -108,14 +116,17 @@ def example(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def rayjob(example, tmp_path_factory) -> tuple[dict, str]:
-    """The example's RayJob and the reference of its image."""
-    tag = raybake("tag", "-C", str(example)).stdout.strip()
-    out = raybake("job-config", "-C", str(example), "--format", "kuberay", "--entrypoint", "python main.py",
-                  "--working-dir-uri", URI, "--stage-dir", str(tmp_path_factory.mktemp("wd") / "wd")).stdout
-    return yaml.safe_load(out), tag
+def rayjob(pushed_example, tmp_path_factory) -> tuple[dict, str]:
+    """The example's RayJob and the reference of its pushed image (by digest)."""
+    out = raybake("job-config", "-C", str(pushed_example.root), "--format", "kuberay", "--entrypoint",
+                  "python main.py", "--working-dir-uri", URI,
+                  "--stage-dir", str(tmp_path_factory.mktemp("wd") / "wd"), env=pushed_example.env).stdout
+    return yaml.safe_load(out), pushed_example.by_digest
 
 
+# The manifests name the image pushed to the test registry (a cluster pulls from there): engine tests.
+@pytest.mark.engine
+@pytest.mark.registry
 def test_rayjob_matches_the_kuberay_crd(rayjob):
     manifest, tag = rayjob
     validate(manifest)
@@ -130,6 +141,8 @@ def test_rayjob_matches_the_kuberay_crd(rayjob):
     assert spec["shutdownAfterJobFinishes"] is True
 
 
+@pytest.mark.engine
+@pytest.mark.registry
 def test_runtime_env_yaml_carries_the_working_dir_uri_and_is_a_ray_runtime_env(rayjob):
     from ray.runtime_env import RuntimeEnv
 
@@ -140,14 +153,134 @@ def test_runtime_env_yaml_carries_the_working_dir_uri_and_is_a_ray_runtime_env(r
     RuntimeEnv(**env)  # Ray's own parser accepts it (a local path or a bad URI would not pass on the cluster)
 
 
-def test_raycluster_matches_the_kuberay_crd(example):
-    tag = raybake("tag", "-C", str(example)).stdout.strip()
-    manifest = yaml.safe_load(raybake("job-config", "-C", str(example), "--format", "kuberay-cluster").stdout)
+@pytest.mark.engine
+@pytest.mark.registry
+def test_raycluster_matches_the_kuberay_crd(pushed_example):
+    tag = pushed_example.by_digest
+    manifest = yaml.safe_load(raybake("job-config", "-C", str(pushed_example.root), "--format", "kuberay-cluster",
+                                      env=pushed_example.env).stdout)
     validate(manifest)
     check_operator_rules(manifest)
     assert manifest["kind"] == "RayCluster" and manifest["metadata"]["name"] == "ray-app-default"
     assert manifest["spec"]["rayVersion"] == EXAMPLE_RAY
     assert [c["image"] for c in containers(manifest)] == [tag, tag]
+
+
+SERVE_IMPORT_PATH = "ray_app.serve:app"
+
+
+@pytest.mark.engine
+@pytest.mark.registry
+def test_rayservice_matches_the_kuberay_crd_and_ray_serves_schema(pushed_example, tmp_path):
+    from ray.runtime_env import RuntimeEnv
+    from ray.serve.schema import ServeDeploySchema
+
+    tag = pushed_example.by_digest
+    manifest = yaml.safe_load(raybake(
+        "job-config", "-C", str(pushed_example.root), "--format", "kuberay-service", "--serve-import-path",
+        SERVE_IMPORT_PATH, "--working-dir-uri", URI, "--stage-dir", str(tmp_path / "wd"),
+        env=pushed_example.env).stdout)
+    validate(manifest)
+    check_operator_rules(manifest)
+    assert manifest["kind"] == "RayService" and manifest["metadata"]["name"] == "ray-app-default"
+    assert manifest["spec"]["rayClusterConfig"]["rayVersion"] == EXAMPLE_RAY
+    assert [c["image"] for c in containers(manifest)] == [tag, tag]
+    # serveConfigV2 is what Ray Serve's own schema accepts (KubeRay hands it to Serve's REST API as is).
+    config = ServeDeploySchema.model_validate(yaml.safe_load(manifest["spec"]["serveConfigV2"]))
+    (app,) = config.applications
+    assert app.import_path == SERVE_IMPORT_PATH and app.route_prefix == "/"
+    assert app.runtime_env["working_dir"] == URI and app.runtime_env["env_vars"] == {"PYTHONPATH": "src"}
+    RuntimeEnv(**app.runtime_env)
+
+
+@pytest.mark.parametrize("args", [["--serve-import-path", "ray_app.serve"], ["--serve-import-path", "a:b:c"], []])
+def test_a_rayservice_needs_a_serve_import_path(example, args):
+    proc = raybake("job-config", "-C", str(example), "--format", "kuberay-service", "--working-dir-uri", URI,
+                   *args, check=False)
+    assert proc.returncode == 2 and "MODULE:APP" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+POD_OPTIONS = ["--namespace", "ml-jobs", "--service-account", "ray-runner",
+               "--image-pull-secret", "regcred", "--image-pull-secret", "mirror"]
+
+
+@pytest.mark.parametrize("args", [
+    ["--format", "kuberay", "--entrypoint", "python main.py", "--working-dir-uri", URI],
+    ["--format", "kuberay-cluster"],
+    ["--format", "kuberay-service", "--serve-import-path", SERVE_IMPORT_PATH, "--working-dir-uri", URI],
+], ids=["RayJob", "RayCluster", "RayService"])
+@pytest.mark.engine
+@pytest.mark.registry
+def test_namespace_service_account_and_pull_secrets_reach_every_pod(pushed_example, tmp_path, args):
+    manifest = yaml.safe_load(raybake("job-config", "-C", str(pushed_example.root), *args, *POD_OPTIONS,
+                                      "--stage-dir", str(tmp_path / "wd"), env=pushed_example.env).stdout)
+    validate(manifest)
+    assert manifest["metadata"]["namespace"] == "ml-jobs"
+    pods = pod_specs(manifest)
+    # A RayJob's submitter pod pulls the same image: it is written out (KubeRay's default plus the options).
+    assert len(pods) == (3 if manifest["kind"] == "RayJob" else 2)
+    for pod in pods:
+        assert pod["serviceAccountName"] == "ray-runner"
+        assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    if manifest["kind"] == "RayJob":
+        (submitter,) = manifest["spec"]["submitterPodTemplate"]["spec"]["containers"]
+        assert submitter["name"] == "ray-job-submitter" and submitter["image"] == containers(manifest)[0]["image"]
+
+
+def test_pod_options_need_a_kuberay_format(example):
+    proc = raybake("job-config", "-C", str(example), "--entrypoint", "python main.py", "--namespace", "x",
+                   check=False)
+    assert proc.returncode == 2 and "kuberay formats" in proc.stderr
+
+
+@functools.cache
+def pod_template_validator() -> Draft4Validator:
+    """Kubernetes' PodTemplateSpec schema, as KubeRay's RayCluster CRD embeds it (its head group's template)."""
+    doc = yaml.safe_load((CRDS / "ray.io_rayclusters.yaml").read_text())
+    (version,) = [v for v in doc["spec"]["versions"] if v["storage"]]
+    template = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["headGroupSpec"][
+        "properties"]["template"]
+    return Draft4Validator(strict(template))
+
+
+@pytest.mark.engine
+@pytest.mark.registry
+def test_prepull_daemon_set_pulls_every_spec_image_by_init_containers(pushed_example, tmp_path):
+    from raybake.planner import identities_for
+    from raybake.project import load_project
+    from raybake.trust import attach_record
+
+    root, env = pushed_example.root, pushed_example.env
+    # The example's second spec (py313) pushed too: a stand-in with its input-hash label, as pushed_example's.
+    (py313,) = identities_for(load_project(root), ("py313",), environ=env)
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text(f'FROM scratch\nLABEL {LABEL_INPUT_HASH}="{py313.input_hash.hexdigest}"\n')
+    docker("buildx", "build", "--load", "-t", py313.reference, str(tmp_path / "ctx"))
+    try:
+        pushed = re.search(r"digest: (sha256:[0-9a-f]{64})", docker("push", py313.reference).stdout).group(1)
+    finally:
+        docker("image", "rm", py313.reference, check=False)
+    tags = [pushed_example.by_digest, f"{py313.reference.rsplit(':', 1)[0]}@{pushed}"]
+    attach_record(tags[1], py313.input_hash.hexdigest, "py313")  # as raybake records a verified push
+    manifest = yaml.safe_load(raybake("job-config", "-C", str(root), "--format", "kuberay-prepull",
+                                      *POD_OPTIONS, env=env).stdout)
+    assert manifest["apiVersion"] == "apps/v1" and manifest["kind"] == "DaemonSet"
+    assert DNS_1123.fullmatch(manifest["metadata"]["name"]) and manifest["metadata"]["namespace"] == "ml-jobs"
+    template = manifest["spec"]["template"]
+    pod_template_validator().validate(template)
+    selector = manifest["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= template["metadata"]["labels"].items()  # the API server refuses a DaemonSet otherwise
+    pod = template["spec"]
+    assert [c["image"] for c in pod["initContainers"]] == tags  # one per spec, the images job configs name
+    assert len({c["name"] for c in pod["initContainers"]}) == 2
+    assert all(DNS_1123.fullmatch(c["name"]) for c in pod["initContainers"] + pod["containers"])
+    (main,) = pod["containers"]
+    assert main["image"].startswith("registry.k8s.io/pause:")
+    assert pod["tolerations"] == [{"operator": "Exists"}]  # tainted (GPU) nodes pull too
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    one = yaml.safe_load(raybake("job-config", "-C", str(root), "--format", "kuberay-prepull", "py313",
+                                 env=env).stdout)
+    assert [c["image"] for c in one["spec"]["template"]["spec"]["initContainers"]] == tags[1:]
 
 
 def _move(doc: dict, source: tuple, target: tuple) -> dict:
@@ -172,11 +305,15 @@ WORKERS = ("spec", "rayClusterSpec", "workerGroupSpecs", 0)
     ((*WORKERS, "replicas"), (*WORKERS, "template", "spec", "replicas")),
     ((*HEAD_CONTAINER, "resources"), (*HEAD, "resources")),
 ], ids=["rayVersion", "runtimeEnvYAML", "image", "replicas", "resources"])
+@pytest.mark.engine
+@pytest.mark.registry
 def test_a_misplaced_field_fails_the_schema(rayjob, source, target):
     with pytest.raises(ValidationError):
         validate(_move(rayjob[0], source, target))
 
 
+@pytest.mark.engine
+@pytest.mark.registry
 def test_a_mistyped_field_fails_the_schema(rayjob):
     doc = copy.deepcopy(rayjob[0])
     doc["spec"]["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = 0  # must be a string
@@ -204,14 +341,17 @@ def test_a_working_dir_uri_the_image_cannot_fetch_is_refused(example, uri, words
     assert "fix:" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_the_working_dir_zip_unpacks_with_ray_to_the_staged_tree(example, tmp_path):
+@pytest.mark.engine
+@pytest.mark.registry
+def test_the_working_dir_zip_unpacks_with_ray_to_the_staged_tree(pushed_example, tmp_path):
     from ray._private.runtime_env.packaging import unzip_package
 
     stage = tmp_path / "wd"
     zips = [tmp_path / "a.zip", tmp_path / "b.zip"]
     for z in zips:
-        raybake("job-config", "-C", str(example), "--format", "kuberay", "--entrypoint", "python main.py",
-                "--working-dir-uri", URI, "--working-dir-zip", str(z), "--stage-dir", str(stage))
+        raybake("job-config", "-C", str(pushed_example.root), "--format", "kuberay", "--entrypoint",
+                "python main.py", "--working-dir-uri", URI, "--working-dir-zip", str(z), "--stage-dir", str(stage),
+                env=pushed_example.env)
     assert zips[0].read_bytes() == zips[1].read_bytes()  # the same tree, the same bytes
     # As a Ray node unpacks a remote working_dir package.
     unpacked = tmp_path / "unpacked"
@@ -222,27 +362,25 @@ def test_the_working_dir_zip_unpacks_with_ray_to_the_staged_tree(example, tmp_pa
     assert "src/ray_app/stats.py" in staged and "main.py" in staged
 
 
+@pytest.mark.parametrize("args", [["--format", "kuberay", "--entrypoint", "python main.py", "--working-dir-uri", URI],
+                                  ["--format", "kuberay-cluster"],
+                                  ["--format", "kuberay-service", "--serve-import-path", "m:app", "--working-dir-uri", URI],
+                                  ["--format", "kuberay-prepull"]],
+                         ids=["kuberay", "kuberay-cluster", "kuberay-service", "kuberay-prepull"])
+def test_a_local_image_name_is_refused_with_the_push_fix(example, args, tmp_path):
+    """`ray-app` (the default repository) is no name a cluster can pull."""
+    proc = raybake("job-config", "-C", str(example), *args, "--stage-dir", str(tmp_path / "wd"), check=False)
+    assert proc.returncode == 2 and "is a local name" in proc.stderr, proc.stderr
+    assert "repository" in proc.stderr and "raybake build --push" in proc.stderr and "Traceback" not in proc.stderr
+
+
 @pytest.mark.engine
 @pytest.mark.registry
-def test_manifests_name_the_pushed_image_by_digest(engine, example, unique_repo, tmp_path):
+def test_an_image_not_pushed_is_refused_with_the_push_fix(engine, example, unique_repo):
     env = engine.env(RAYBAKE_REPOSITORY=f"{engine.registry}/{unique_repo}")
-    reference = raybake("tag", "-C", str(example), env=env).stdout.strip()
-    # A stand-in under the reference: job-config only asks the registry for its digest.
-    (tmp_path / "ctx").mkdir()
-    (tmp_path / "ctx" / "marker").write_text(reference)
-    (tmp_path / "ctx" / "Dockerfile").write_text(
-        f'FROM scratch\nLABEL {LABEL_INPUT_HASH}="{input_hash(example, env)}"\nCOPY marker /marker\n')
-    docker("buildx", "build", "--load", "-t", reference, str(tmp_path / "ctx"))
-    try:
-        pushed = re.search(r"digest: (sha256:[0-9a-f]{64})", docker("push", reference).stdout).group(1)
-    finally:
-        docker("image", "rm", reference, check=False)
-    by_digest = f"{reference.rsplit(':', 1)[0]}@{pushed}"
-    for args in (["--format", "kuberay", "--entrypoint", "python main.py", "--working-dir-uri", URI,
-                  "--stage-dir", str(tmp_path / "wd")], ["--format", "kuberay-cluster"]):
-        manifest = yaml.safe_load(raybake("job-config", "-C", str(example), *args, env=env).stdout)
-        validate(manifest)
-        assert [c["image"] for c in containers(manifest)] == [by_digest, by_digest]
+    proc = raybake("job-config", "-C", str(example), "--format", "kuberay-cluster", env=env, check=False)
+    assert proc.returncode == 2 and "is not in its registry yet" in proc.stderr, proc.stderr
+    assert "raybake build --push" in proc.stderr
 
 
 @pytest.fixture
@@ -261,38 +399,101 @@ def served(tmp_path):
         server.server_close()
 
 
+@pytest.fixture(scope="module")
+def built(engine, repositories, tmp_path_factory):
+    """The example with boto3 added (a Ray node fetches s3:// working_dirs with
+    it), built once and pushed to the test registry, as a cluster pulls it
+    (from the layer cache, so it has every label): (project, environment,
+    reference, build output). The session removes the repository and its images."""
+    root = tmp_path_factory.mktemp("kuberay-built") / "ray-app"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    subprocess.run([str(uv_bin()), "add", "--no-sync", "--quiet", "boto3"], cwd=root, check=True, timeout=300)
+    env = engine.env(RAYBAKE_REPOSITORY=f"{engine.registry}/{repositories('k')}")
+    env.pop("RAY_ADDRESS", None)
+    proc = raybake("build", "--push", "-C", str(root), env=env, timeout=1200)
+    reference = raybake("tag", "-C", str(root), env=env).stdout.strip()
+    return root, env, reference, proc.stdout + proc.stderr
+
+
+def head_image(manifest: dict) -> str:
+    return cluster_of(manifest)["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def submit_as_kuberay(head, spec: dict) -> subprocess.CompletedProcess[str]:
+    """`ray job submit` of a RayJob's spec as KubeRay's submitter runs it: in
+    the head's image, in a login shell (`/bin/bash -lc`: KubeRay with
+    ENABLE_LOGIN_SHELL, and its operators before v1.4), `ray` found on PATH."""
+    runtime_env_json = json.dumps(yaml.safe_load(spec["runtimeEnvYAML"]))
+    # KubeRay quotes the JSON with Go's strconv.Quote, which json.dumps matches for this text.
+    command = (f"ray job submit --address {head.address} --runtime-env-json {json.dumps(runtime_env_json)} "
+               f"-- {spec['entrypoint']}")
+    return docker("exec", head.container_id, "/bin/bash", "-lc", command, check=False)
+
+
+@pytest.mark.engine
+@pytest.mark.registry
+def test_the_image_keeps_its_environment_in_a_login_shell(built):
+    """/etc/profile sets PATH anew (Debian's drops /opt/venv/bin): `ray` and
+    `python` must still be the venv's, for root and for another user."""
+    reference = built[2]
+    for user in ("0", "1000:1000"):
+        out = docker("run", "--rm", "--network", "none", "--user", user, reference, "/bin/bash", "-lc",
+                     "command -v ray python; echo $VIRTUAL_ENV").stdout.split()
+        assert out == ["/opt/venv/bin/ray", "/opt/venv/bin/python", "/opt/venv"], (user, out)
+
+
+@pytest.mark.registry
 @pytest.mark.engine
 @pytest.mark.ray
-def test_the_rayjob_runs_the_way_kuberay_submits_it(engine, example, served, unique_repo, tmp_path):
+def test_the_rayjob_runs_the_way_kuberay_submits_it(built, served, tmp_path):
     """The RayJob's entrypoint and runtimeEnvYAML, submitted as KubeRay's
-    submitter pod does it (`ray job submit --runtime-env-json ... -- ENTRYPOINT`
-    in a shell, in the head's image) to a head running the image; the source
-    comes from the zip at --working-dir-uri, fetched by the head."""
+    submitter pod does it to a head running the image; the source comes from
+    the zip at --working-dir-uri, fetched by the head."""
     from raybake.localcluster import local_head
 
-    env = engine.env(RAYBAKE_REPOSITORY=unique_repo)  # a fresh build (from the layer cache): it has every label
-    env.pop("RAY_ADDRESS", None)
-    built = raybake("build", "-C", str(example), env=env, timeout=1200)
-    python = re.search(r"\(Python (\d+\.\d+\.\d+) from ", built.stderr + built.stdout).group(1)
-    reference = raybake("tag", "-C", str(example), env=env).stdout.strip()
+    root, env, reference, build_output = built
+    python = re.search(r"\(Python (\d+\.\d+\.\d+) from ", build_output).group(1)
     label = docker("image", "inspect", "--format", f'{{{{index .Config.Labels "{LABEL_PYTHON}"}}}}', reference)
     assert label.stdout.strip() == python  # what job-config compares a client's Python with
     www, base = served
     manifest = yaml.safe_load(raybake(
-        "job-config", "-C", str(example), "--format", "kuberay", "--entrypoint", "python main.py",
+        "job-config", "-C", str(root), "--format", "kuberay", "--entrypoint", "python main.py",
         "--working-dir-uri", f"{base}/ray-app.zip", "--working-dir-zip", str(www / "ray-app.zip"),
         "--stage-dir", str(tmp_path / "wd"), env=env).stdout)
     validate(manifest)
     spec = manifest["spec"]
-    image = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
-    runtime_env_json = json.dumps(yaml.safe_load(spec["runtimeEnvYAML"]))
-    with local_head(image) as head:
-        # KubeRay quotes the JSON with Go's strconv.Quote, which json.dumps matches for this text.
-        command = (f"ray job submit --address {head.address} --runtime-env-json {json.dumps(runtime_env_json)} "
-                   f"-- {spec['entrypoint']}")
-        proc = docker("exec", head.container_id, "/bin/bash", "-c", command, check=False)
+    with local_head(head_image(manifest)) as head:
+        proc = submit_as_kuberay(head, spec)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "ray-app job OK" in out and "worker says: hello from ray_app" in out, out
     assert "worker python: /opt/venv/bin/python" in out
     assert shlex.split(spec["entrypoint"])[0] == "/opt/venv/bin/python"
+
+
+@pytest.mark.engine
+@pytest.mark.registry
+@pytest.mark.ray
+def test_a_working_dir_uploaded_to_s3_runs_on_a_head_that_fetches_it(built, s3, tmp_path):
+    """`job-config --upload s3://...` against an S3-compatible server on
+    127.0.0.1: the RayJob names the uploaded package, and a head in the image
+    (boto3 and smart-open from the lock, the server's address and keys in its
+    environment, as a cluster's service account would give them) fetches it
+    and runs the project's code."""
+    from raybake.localcluster import local_head
+
+    root, env, _, _ = built
+    aws, client = s3
+    manifest = yaml.safe_load(raybake(
+        "job-config", "-C", str(root), "--format", "kuberay", "--entrypoint", "python main.py",
+        "--upload", f"s3://{BUCKET}/jobs", "--stage-dir", str(tmp_path / "wd"), env={**env, **aws}).stdout)
+    validate(manifest)
+    uri = yaml.safe_load(manifest["spec"]["runtimeEnvYAML"])["working_dir"]
+    assert re.fullmatch(rf"s3://{BUCKET}/jobs/ray-app-[0-9a-f]{{16}}\.zip", uri), uri
+    assert client.head_object(Bucket=BUCKET, Key=uri.removeprefix(f"s3://{BUCKET}/"))["ContentLength"] > 0
+    with local_head(head_image(manifest), env=aws) as head:
+        proc = submit_as_kuberay(head, manifest["spec"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "ray-app job OK" in out and "worker says: hello from ray_app" in out, out
+    assert "worker python: /opt/venv/bin/python" in out

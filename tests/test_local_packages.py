@@ -8,13 +8,15 @@ import uuid
 
 import pytest
 from conftest import FIXTURES
-from helpers import docker, raybake
+from helpers import docker, job_runtime_env, raybake
+from test_errors import assert_clean_error, dead_daemon_env
 
 from raybake.errors import ProjectError, SpecError
 from raybake.plan import uv_selection_args, uv_sync_args
 from raybake.planner import spec_requirements
 from raybake.project import load_project
 from raybake.spec import load_specs
+from raybake.stage import stage_project
 from raybake.verify import locked_selection
 
 
@@ -74,6 +76,17 @@ def test_a_path_source_outside_the_project_is_refused(copy_fixture, tmp_path):
     assert "working_dir" in info.value.fix
 
 
+def test_a_real_projects_path_source_outside_it_is_refused_before_building(tmp_path):
+    """thromer/uv-monorepo-example: app-new depends on `lib-new = { path = "../lib-new" }`,
+    outside the directory that ships as working_dir. Refused before the engine is
+    asked for anything: here there is none."""
+    real = tmp_path / "thromer-uv-monorepo-example"
+    shutil.copytree(FIXTURES / "real" / real.name, real, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    proc = raybake("build", "-C", str(real / "app-new"), env=dead_daemon_env(tmp_path), check=False)
+    assert_clean_error(proc, "../lib-new", "points outside the project")
+    assert "Docker daemon" not in proc.stderr
+
+
 @pytest.mark.parametrize(("fixture", "roots"), [
     ("ws-virtual", ("packages/app/src", "packages/greeter")),  # src layout, flat layout
     ("pathsrc", ("src", "schemas")),
@@ -87,6 +100,31 @@ def test_python_roots_are_where_the_packages_are(copy_fixture, fixture, roots):
     assert load_project(copy_fixture(fixture)).python_roots() == roots
 
 
+@pytest.mark.parametrize(("fixture", "roots"), [
+    ("backends/uv-build", ("lib",)),
+    ("backends/poetry", ("lib",)),
+    ("backends/pdm", ("source",)),
+    ("backends/maturin", ("python",)),
+    ("backends/flit", ("src",)),
+    ("backends/hatch-sources", ("code",)),
+    ("backends/hatch-packages", ("lib",)),
+    ("backends/setuptools-package-map", ("modules",)),
+])
+def test_each_build_backends_setting_names_the_root(copy_fixture, fixture, roots):
+    """The code sits where only the backend's own setting says (see tests/fixtures/backends)."""
+    assert load_project(copy_fixture(fixture)).python_roots() == roots
+
+
+@pytest.mark.parametrize(("spec_yaml", "roots"), [
+    ("package: greeter\n", ("packages/greeter",)),  # greeter depends on no local package
+    ("package: app\n", ("packages/app/src", "packages/greeter")),  # app depends on greeter
+    (None, ("packages/app/src", "packages/greeter")),  # a virtual root: every member
+])
+def test_only_the_roots_of_what_the_spec_selects_are_on_pythonpath(copy_fixture, tmp_path, spec_yaml, roots):
+    project, spec = selection(copy_fixture("ws-virtual"), spec_yaml)
+    assert stage_project(project, tmp_path / "out", spec).python_path == roots
+
+
 def test_build_backend_settings_name_the_roots(copy_fixture):
     root = copy_fixture("ws-virtual")
     member = root / "packages/greeter/pyproject.toml"
@@ -98,15 +136,19 @@ def test_build_backend_settings_name_the_roots(copy_fixture):
 
 @pytest.fixture(scope="module")
 def built(engine, tmp_path_factory):
-    """One build per fixture; the image, its project copy and the env."""
+    """One build per fixture; the image, its project copy and the env. The images are removed afterwards."""
     out = {}
-    for name in ("ws-virtual", "pathsrc"):
-        root = tmp_path_factory.mktemp("local") / name
-        shutil.copytree(FIXTURES / name, root)
-        env = engine.env(RAYBAKE_REPOSITORY=f"raybake-test/l{uuid.uuid4().hex[:10]}")
-        ref = raybake("build", "-C", str(root), env=env).stdout.split()[0]  # verification runs inside build
-        out[name] = (root, ref, env)
-    return out
+    try:
+        for name in ("ws-virtual", "pathsrc", "backends/uv-build"):
+            root = tmp_path_factory.mktemp("local") / name
+            shutil.copytree(FIXTURES / name, root)
+            env = engine.env(RAYBAKE_REPOSITORY=f"raybake-test-l{uuid.uuid4().hex[:10]}")
+            ref = raybake("build", "-C", str(root), env=env).stdout.split()[0]  # verification runs inside build
+            out[name] = (root, ref, env)
+        yield out
+    finally:
+        for _, ref, _ in out.values():
+            docker("image", "rm", ref, check=False)
 
 
 def installed(ref: str) -> set[str]:
@@ -121,14 +163,27 @@ def test_dependencies_are_installed_and_own_packages_ship_as_source(built, name,
     packages = installed(ref)
     assert {"six", "tabulate"} <= packages
     assert not packages & {"app", "greeter", "schemas", "pathsrc", "ws-virtual"}
-    # The job config's working_dir and PYTHONPATH make the project's code import in the image.
-    config = json.loads(raybake("job-config", "-C", str(root), "--entrypoint", "python main.py",
-                                "--stage-dir", str(tmp_path / "stage"), env=env).stdout)
-    staged, env_vars = config["runtime_env"]["working_dir"], config["runtime_env"]["env_vars"]
-    assert env_vars["PYTHONPATH"]
-    run = docker("run", "--rm", "--network", "none", "-v", f"{staged}:/work:ro", "-w", "/work",
-                 "-e", f"PYTHONPATH={env_vars['PYTHONPATH']}", ref, "python", "main.py")
+    run = run_main_from_job_config(root, ref, env, tmp_path)
     assert ("hello ray" if name == "ws-virtual" else "schema") in run.stdout
+
+
+def run_main_from_job_config(root, ref, env, tmp_path):
+    """main.py of the staged source in the image, with the job config's working_dir and PYTHONPATH."""
+    runtime_env = job_runtime_env(root, env, tmp_path / "stage")
+    staged, env_vars = runtime_env["working_dir"], runtime_env["env_vars"]
+    assert env_vars["PYTHONPATH"]
+    return docker("run", "--rm", "--network", "none", "-v", f"{staged}:/work:ro", "-w", "/work",
+                  "-e", f"PYTHONPATH={env_vars['PYTHONPATH']}", ref, "python", "main.py", check=False)
+
+
+@pytest.mark.engine
+def test_a_uv_build_projects_job_imports_its_code_from_the_module_root(built, tmp_path):
+    """uv's own build backend with `module-root = "lib"`: PYTHONPATH is lib, so the
+    job's `import uvb_app` does not fail with ModuleNotFoundError."""
+    root, ref, env = built["backends/uv-build"]
+    run = run_main_from_job_config(root, ref, env, tmp_path)
+    assert "ModuleNotFoundError" not in run.stderr
+    assert run.returncode == 0 and "uvb_app imports from working_dir, six 1.17.0" in run.stdout
 
 
 @pytest.mark.engine

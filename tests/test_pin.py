@@ -105,7 +105,7 @@ def test_a_stale_pin_is_rewritten_and_reported(copy_fixture):
     proc = raybake("pin", cwd=root, check=False)
     assert proc.returncode == 0, proc.stderr
     current = tags(root)["default"]
-    assert proc.stderr.startswith("updated raybake-pin.json (it was out of date with the lock):")
+    assert proc.stderr.startswith("updated raybake-pin.json (what decides its images changed):")
     assert f"default: small:default-0000000000000000 -> {current}" in proc.stderr
     assert "stage it: git add raybake-pin.json" in proc.stderr and "error" not in proc.stderr
     assert read_pin(root).images == {"default": current}
@@ -192,7 +192,7 @@ def test_exit_non_zero_on_change_fails_a_run_that_wrote_the_pin(copy_fixture):
     assert raybake("pin", flag, cwd=root, env=env(**OFFLINE_ENV), check=False).returncode == 0
     (root / PIN_FILE).write_text(render_pin(Pin({"default": "small:default-0000000000000000"}, {})))
     proc = raybake("pin", flag, cwd=root, check=False)
-    assert proc.returncode == 1 and "out of date with the lock; rewrote it" in proc.stderr
+    assert proc.returncode == 1 and "stale: what decides its images changed; rewrote it" in proc.stderr
     assert read_pin(root).images == tags(root)
     assert raybake("pin", flag, "--check", cwd=root, check=False).returncode == 2  # a usage error
 
@@ -253,6 +253,7 @@ def test_require_present_asks_the_local_store(copy_fixture, engine, unique_repo)
     assert raybake("pin", "--require-present", "-C", str(root), env=run_env).returncode == 0
 
 
+@pytest.mark.registry
 @pytest.mark.engine
 def test_require_present_asks_the_registry_and_an_unreachable_one_is_an_error(copy_fixture, engine,
                                                                                unique_repo):
@@ -371,7 +372,8 @@ def committed_project(copy_fixture, hook_repo) -> tuple[Path, dict[str, str]]:
 
 
 def commit(root: Path, hook_env: dict[str, str], message: str) -> subprocess.CompletedProcess[str]:
-    return git("commit", "-m", message, cwd=root, check=False, env=hook_env)
+    """git commit through the hooks, with no Docker daemon and no network to reach."""
+    return git("commit", "-m", message, cwd=root, check=False, env={**hook_env, **OFFLINE_ENV})
 
 
 def test_hooks_skip_a_source_only_commit(committed_project):
@@ -439,3 +441,65 @@ def test_hooks_stop_the_commit_that_creates_the_pin(copy_fixture, hook_repo):
     git("add", PIN_FILE, cwd=root)
     proc = commit(root, hook_env, "initial, with the pin")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_a_changed_pin_says_what_changed_it(copy_fixture):
+    """An override variable set here, the uv put into the image, the lock: each named
+    as what changed the entry, never "out of date with the lock" for all of them."""
+    from raybake.contract import DEFAULT_UV_VERSION
+
+    root = copy_fixture("small")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RAYBAKE_") or k == "RAYBAKE_CACHE_DIR"}
+    raybake("pin", "-C", str(root), env=clean)
+    pinned = (root / PIN_FILE).read_text()
+    shell = raybake("pin", "-C", str(root), env={**clean, "RAYBAKE_BASE_IMAGE": "python:3.12-slim"}, check=False)
+    assert "differs only by RAYBAKE_* variables" in shell.stderr, shell.stderr
+    assert "changed by: only RAYBAKE_BASE_IMAGE=python:3.12-slim set in this environment" in shell.stderr
+    assert "unset them and run `raybake pin` again" in shell.stderr
+    (root / PIN_FILE).write_text(pinned)
+    check = raybake("pin", "--check", "-C", str(root), env={**clean, "RAYBAKE_REPOSITORY": "other/small"},
+                    check=False)
+    assert check.returncode == 1 and "changed by: only RAYBAKE_REPOSITORY=other/small" in check.stderr
+    (root / PIN_FILE).write_text(pinned)
+    with (root / "pyproject.toml").open("a") as f:
+        f.write('\n[tool.raybake]\nuv_version = "0.13.8"\n')
+    uv = raybake("pin", "-C", str(root), env=clean)
+    assert f"changed by: the uv put into the image ({DEFAULT_UV_VERSION} -> 0.13.8)" in uv.stderr, uv.stderr
+    with (root / "uv.lock").open("a") as f:
+        f.write("\n")
+    lock = raybake("pin", "--check", "-C", str(root), env=clean, check=False)
+    assert lock.returncode == 1 and "changed by: uv.lock\n" in lock.stderr, lock.stderr
+    assert "RAYBAKE_" not in lock.stderr
+
+
+def no_interpreter_for_requires_python(root: Path) -> None:
+    """requires-python that no interpreter on this machine satisfies, in pyproject.toml and uv.lock alike."""
+    for name in ("pyproject.toml", "uv.lock"):
+        path = root / name
+        assert 'requires-python = ">=3.11"' in path.read_text()
+        path.write_text(path.read_text().replace('requires-python = ">=3.11"', 'requires-python = ">=3.30"'))
+
+
+NO_INTERPRETER = "uv found no Python on this machine that satisfies requires-python >=3.30"
+
+
+@pytest.mark.parametrize("flags", [[], ["--lock-only"], ["--exit-non-zero-on-change"], ["--check"]])
+def test_pin_with_no_interpreter_for_requires_python_says_which_to_install(copy_fixture, flags):
+    from test_errors import assert_clean_error
+
+    root = copy_fixture("small")
+    no_interpreter_for_requires_python(root)
+    proc = raybake("pin", *flags, "-C", str(root), env=env(**OFFLINE_ENV), check=False)
+    assert_clean_error(proc, NO_INTERPRETER, "uv python install 3.30")
+    assert not (root / PIN_FILE).exists()
+
+
+def test_hooks_with_no_interpreter_for_requires_python_stop_the_commit_saying_which(copy_fixture, hook_repo):
+    root, hook_env = hooked_project(copy_fixture, hook_repo)
+    no_interpreter_for_requires_python(root)
+    git("add", "-A", cwd=root)
+    proc = commit(root, hook_env, "a Python nobody has")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert NO_INTERPRETER in out and "uv python install 3.30" in out and "Traceback" not in out
+    assert git("rev-list", "--all", "--count", cwd=root).stdout.strip() == "0"

@@ -34,3 +34,16 @@ def test_invalid_pyproject_names_the_line(copy_fixture):
     (root / "pyproject.toml").write_text("[project\nname = 'x'\n")
     with pytest.raises(ProjectError, match=r"not valid TOML.*line 1"):
         load_project(root)
+
+
+def test_a_mistyped_project_directory_is_an_error_not_the_enclosing_project(copy_fixture):
+    from helpers import raybake
+
+    root = copy_fixture("small")
+    with pytest.raises(ProjectError, match="does not exist") as info:
+        load_project(root / "src" / "smal")
+    assert "-C" in info.value.fix
+    with pytest.raises(ProjectError, match="is not a directory"):
+        load_project(root / "pyproject.toml")
+    proc = raybake("tag", "-C", str(root / "sr"), check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and proc.stdout == ""

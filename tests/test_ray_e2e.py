@@ -13,14 +13,14 @@ pytestmark = [pytest.mark.engine, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")
-def example(engine, tmp_path_factory):
+def example(engine, repositories, tmp_path_factory):
     """A copy of examples/ray-app and its built image (built once for the module)."""
     root = tmp_path_factory.mktemp("e2e") / "ray-app"
     shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
     (root / ".env").write_text("SECRET_TOKEN=do-not-ship\n")
     (root / ".git").mkdir()
     (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
-    env = engine.env()
+    env = engine.env(RAYBAKE_REPOSITORY=repositories("e"))  # not `make example`'s tag: removed at the end
     env.pop("RAY_ADDRESS", None)
     raybake("build", "-C", str(root), env=env, timeout=1200)
     return root, env
@@ -138,3 +138,32 @@ def test_multi_node_cluster_runs_image_environment_and_working_dir_on_every_node
         assert r["python"] == "/opt/venv/bin/python" and r["pandas"].startswith("/opt/venv/")
         assert "/runtime_resources/working_dir_files/" in r["project"], r["project"]
         assert r["summary"] == {"count": 3.0, "mean": 2.0, "max": 3.0}
+
+
+def test_ray_without_its_default_extra_is_refused_before_anything_starts(engine, unique_repo, tmp_path):
+    """A project that locks ray[data] but not ray[default]: a head in its image
+    would die at start (no dashboard, no job server). submit and the cluster
+    formats refuse it from the lock, before building or starting anything, with
+    the fix that keeps the project's extras; build warns and builds (the
+    image goes with unique_repo)."""
+    import subprocess
+
+    from raybake.tools.uv import uv_bin
+
+    root = tmp_path / "ray-app"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"ray[default]==', '"ray[data]=='))
+    subprocess.run([str(uv_bin()), "lock", "--quiet"], cwd=root, check=True, timeout=300)
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
+    env.pop("RAY_ADDRESS", None)
+    fix = "uv add 'ray[data,default]'"
+    proc = raybake("submit", "-C", str(root), "--", "python", "main.py", env=env, check=False)
+    assert proc.returncode == 2 and "without its `default` extra" in proc.stderr and fix in proc.stderr, proc.stderr
+    assert "building" not in proc.stderr and "starting a local Ray head" not in proc.stderr
+    for args in (["--format", "kuberay-cluster"], ["--format", "anyscale", "--entrypoint", "python main.py"]):
+        proc = raybake("job-config", "-C", str(root), *args, env=env, check=False)
+        assert proc.returncode == 2 and fix in proc.stderr, (args, proc.stderr)
+    built = raybake("build", "-C", str(root), env=env, timeout=1200)
+    assert "warning: the image of spec 'default' has Ray without its `default` extra" in built.stderr
+    assert fix in built.stderr

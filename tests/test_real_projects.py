@@ -9,14 +9,14 @@ offline trixie base (3.13)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import FIXTURES
-from helpers import docker, raybake
+from helpers import docker, job_runtime_env, raybake
+from raybake.jobs import entrypoint_command
 
 pytestmark = pytest.mark.engine
 
@@ -79,26 +79,15 @@ def test_project_builds_and_its_code_runs_from_the_staged_source(real, engine, t
     if real is PATH_SOURCE:  # requires-python >=3.12: the trixie base (3.13)
         env["RAYBAKE_BASE_IMAGE"] = engine.trixie_base_image
     ref = _build(project, env)
-    config = json.loads(raybake("job-config", "-C", str(project), "--entrypoint", "python raybake_smoke.py",
-                                env=env).stdout)
+    # These images hold no Ray, so job-config refuses them: the runtime_env its
+    # formats carry comes from the library.
     staged = tmp_path / "staged"
-    raybake("stage", "-C", str(project), "--out", str(staged), env=env)
-    env_vars = config["runtime_env"].get("env_vars", {})
+    env_vars = job_runtime_env(project, env, staged).get("env_vars", {})
     run = docker("run", "--rm", "--network", "none", "-v", f"{staged}:/job:ro", "-w", "/job",
                  *[arg for key, value in env_vars.items() for arg in ("-e", f"{key}={value}")],
-                 ref, "sh", "-c", config["entrypoint"], check=False)
+                 ref, "sh", "-c", entrypoint_command(["python", "raybake_smoke.py"]), check=False)
     assert run.returncode == 0 and real.marker in run.stdout, (
         f"env_vars={env_vars}\n{run.stdout}\n{run.stderr}")
-
-
-def test_path_source_outside_the_project_is_refused_before_building(engine, tmp_path, unique_repo):
-    """thromer/uv-monorepo-example: app-new depends on `lib-new = { path = "../lib-new" }`,
-    outside the directory that ships as working_dir."""
-    project = _copy(RealProject("thromer-uv-monorepo-example", "app-new", ""), tmp_path)
-    proc = raybake("build", "-C", str(project), env=engine.env(RAYBAKE_REPOSITORY=unique_repo), check=False)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "../lib-new" in proc.stderr and "fix:" in proc.stderr and "Traceback" not in proc.stderr
-    assert "#1 " not in proc.stdout + proc.stderr  # BuildKit never started
 
 
 @pytest.mark.parametrize(("fixture", "wanted"), [

@@ -69,6 +69,7 @@ def wait_for_line(proc: subprocess.Popen, *patterns: str, timeout: float = 300) 
     return lines
 
 
+@pytest.mark.registry
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_build_leaves_nothing_behind(engine, copy_fixture, unique_repo, tmp_path, sig):
     root = copy_fixture("small")
@@ -91,6 +92,7 @@ def test_interrupted_build_leaves_nothing_behind(engine, copy_fixture, unique_re
     assert " built and pushed " in again.stdout
 
 
+@pytest.mark.registry
 def test_sigterm_stops_every_build_of_a_concurrent_build_all(engine, copy_fixture, unique_repo, tmp_path,
                                                              monkeypatch):
     """Two specs on two bases build side by side in threads; SIGTERM reaches only the main
@@ -182,3 +184,43 @@ def test_scratch_directories_of_killed_runs_are_removed_by_the_next_build(engine
     finally:
         live.terminate()
         live.wait()
+
+
+def test_containers_of_a_killed_raybake_are_removed_by_the_next_run(engine):
+    """SIGKILL runs no cleanup: a `raybake submit`'s Ray head (detached) and its job client (a
+    streaming `docker run`) keep running. They carry their owner's identity, and the next
+    run removes those whose owner has ended, and no other."""
+    from raybake.contract import LABEL_OWNER
+    from raybake.tools import docker as engine_docker
+
+    script = (
+        "import uuid\n"
+        "from raybake.tools import docker\n"
+        f"docker.run_detached({engine.base_image!r}, ['sleep', '600'], network='none',"
+        " name='raybake-test-head-' + uuid.uuid4().hex[:8])\n"
+        f"docker.run_streaming({engine.base_image!r}, ['sh', '-c', 'echo started; sleep 600'], network='none',"
+        " on_line=lambda line: print(line, flush=True))\n")
+
+    def containers_of(pid: int) -> list[str]:
+        out = docker("ps", "--all", "--filter", f"label={LABEL_OWNER}", "--format",
+                     f'{{{{.ID}}}} {{{{.Label "{LABEL_OWNER}"}}}}').stdout
+        return [cid for cid, owner in (line.split() for line in out.splitlines()) if owner.split(":")[1] == str(pid)]
+
+    killed = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    mine = engine_docker.run_detached(engine.base_image, ["sleep", "600"], network="none",
+                                      name=f"raybake-test-live-{uuid.uuid4().hex[:8]}")
+    try:
+        assert killed.stdout.readline().strip() == "started"  # the job client runs, the head before it
+        killed.kill()
+        killed.wait()
+        left = containers_of(killed.pid)
+        assert len(left) == 2  # head and client outlived their raybake
+        removed = engine_docker.remove_orphaned_containers()
+        assert {r[:12] for r in removed} >= set(left)
+        assert containers_of(killed.pid) == []
+        assert engine_docker.container_running(mine)  # a live raybake's container stays
+    finally:
+        killed.kill()
+        killed.wait()
+        for cid in [*containers_of(killed.pid), mine]:
+            docker("rm", "-f", cid, check=False)

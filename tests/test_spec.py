@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,14 @@ def test_spec_errors_name_file_line_and_fix(copy_fixture, yaml_text, expected):
     assert info.value.fix
 
 
+def test_an_unknown_base_preset_is_refused_naming_the_presets(copy_fixture):
+    root = copy_fixture("small")
+    write(root, "images/bad.yaml", "base: raay\n")
+    with pytest.raises(SpecError, match=r"images/bad.yaml: base 'raay' is not one of raybake's presets") as info:
+        load_specs(load_project(root), {})
+    assert "set base to one of: anyscale, cuda, python-slim, ray" in info.value.fix
+
+
 def test_tool_raybake_errors_name_the_table(copy_fixture):
     root = copy_fixture("small")
     with (root / "pyproject.toml").open("a") as f:
@@ -143,6 +152,23 @@ def test_python_is_resolved_against_the_base_image(copy_fixture, spec_python, re
         assert "base_image" in info.value.fix
 
 
+@pytest.mark.parametrize(("spec_yaml", "asked_in"), [(None, ".python-version"),
+                                                   ('python: "3.12"\n', "images/default.yaml")])
+def test_a_python_the_base_lacks_names_the_file_that_asks_for_it(copy_fixture, spec_yaml, asked_in):
+    from raybake.plan import resolve_python
+
+    root = copy_fixture("small")
+    (root / ".python-version").write_text("3.12\n")
+    if spec_yaml:
+        (root / "images").mkdir()
+        (root / "images/default.yaml").write_text(spec_yaml)
+    (spec,) = load_specs(load_project(root), {})
+    with pytest.raises(SpecError) as info:
+        resolve_python(spec, ">=3.11", {"python3": "3.11.2", "python3.11": "3.11.2"})
+    assert info.value.message.startswith(f"{asked_in}: Python 3.12 is asked for")
+    assert f"change {asked_in}" in info.value.fix or asked_in == spec.source
+
+
 # ---------------------------------------------------------------- hostile specs (issue 14)
 
 def test_yaml_aliases_are_refused_before_they_expand(copy_fixture):
@@ -175,6 +201,10 @@ def test_spec_errors_show_only_an_excerpt_of_a_bad_value(copy_fixture, yaml_text
     with pytest.raises(SpecError) as info:
         load_specs(load_project(root), {})
     assert len(info.value.message) < len(str(root)) + 250, info.value.message
+    if "X" * 20000 in yaml_text:
+        # The long value is quoted cut to about 80 characters (raybake.spec.excerpt), not dropped.
+        (quoted,) = re.findall(r"'[Xx.]{20,}'", info.value.message)
+        assert 70 <= len(quoted) <= 90, info.value.message
 
 
 def test_a_non_utf8_spec_is_an_error(copy_fixture):
@@ -281,3 +311,22 @@ def test_ssl_cert_file_that_is_not_a_bundle_is_left_out_with_a_note(copy_fixture
     assert "ca_bundle" in caplog.text
     (spec,) = load_specs(load_project(root), {"SSL_CERT_FILE": str(tmp_path / "missing.pem")})
     assert spec.ca_bundle is None
+
+
+@pytest.mark.parametrize("name", ["HOST_CI_TOKEN", "AWS_SECRET_ACCESS_KEY", "UV_INDEX_CORP", "GIT_CONFIG_KEY_X",
+                                  "UV_PUBLISH_PASSWORD"])
+def test_index_secrets_name_only_what_uv_and_git_read_for_authentication(copy_fixture, name):
+    root = copy_fixture("small")
+    write(root, "images/default.yaml", f"index_secrets: [{name}]\n")
+    with pytest.raises(SpecError, match=f"'{name}' is not a variable uv or git reads for authentication") as info:
+        load_specs(load_project(root), {})
+    assert "UV_INDEX_<NAME>_USERNAME" in info.value.fix
+
+
+def test_index_secrets_take_uv_index_credentials_and_git_config_variables(copy_fixture):
+    root = copy_fixture("small")
+    names = ["UV_INDEX_CORP_PASSWORD", "UV_INDEX_CORP_USERNAME", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL",
+             "GIT_CONFIG_COUNT", "GIT_CONFIG_KEY_0", "GIT_CONFIG_VALUE_0"]
+    write(root, "images/default.yaml", f"index_secrets: [{', '.join(names)}]\nbuild_with_secrets: true\n")
+    (spec,) = load_specs(load_project(root), {})
+    assert spec.index_secrets == tuple(sorted(names)) and spec.build_with_secrets

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import re
 import stat
+import zipfile
 from pathlib import Path
 
 import pytest
 from helpers import raybake
 
 from raybake.errors import SpecError, StageError
+from raybake.jobs import write_working_dir_zip
 from raybake.project import load_project
 from raybake.stage import MARKER, STAGED_MTIME, stage_project, stage_tree
 
@@ -96,7 +98,11 @@ SECRETS = (".env", ".env.production", "sub/.env", "id_rsa", "id_rsa.pub", "keys/
            "deploy/secrets.yml", ".ssh/config", ".git-credentials", ".yarnrc.yml", ".my.cnf",
            "infra/terraform.tfstate", "infra/prod.tfvars", ".terraformrc", "client_secret_123.json",
            "ci/.circleci/cli.yml", "home/.config/gh/hosts.yml", ".cargo/credentials.toml",
-           "clusters/prod.kubeconfig", ".s3cfg", ".databrickscfg", "home/.kaggle/kaggle.json")
+           "clusters/prod.kubeconfig", ".s3cfg", ".databrickscfg", "home/.kaggle/kaggle.json",
+           # Python's own credential files (issue 21.4)
+           "pip.conf", ".pip/pip.conf", ".config/pip/pip.conf", "pip.ini", "uv.toml", ".config/uv/uv.toml",
+           ".config/pypoetry/auth.toml", "rclone.conf", ".config/rclone/rclone.conf", ".mc/config.json",
+           ".huggingface_token")
 
 
 def test_secrets_are_never_staged_by_default(small, tmp_path):
@@ -237,6 +243,16 @@ def test_over_the_cap_lists_the_largest_and_creates_nothing(small, tmp_path):
     assert not out.parent.exists()  # checked before anything is written
 
 
+def test_over_the_cap_a_huge_file_is_named_not_its_directory(small, tmp_path):
+    """A 2 GiB file beside the code: leaving out that file is the fix, not `src/`."""
+    huge = small / "src" / "small" / "checkpoint.pt"
+    with huge.open("wb") as f:
+        f.truncate(2 * 2**30)  # sparse: the walk only stats it
+    with pytest.raises(StageError) as info:
+        stage_tree(small, tmp_path / "out", members=[])
+    assert "'src/small/checkpoint.pt'" in info.value.fix and "'src/'" not in info.value.fix
+
+
 def test_existing_staged_dir_is_replaced_atomically(small, tmp_path):
     out = tmp_path / "out"
     stage_tree(small, out, members=[])
@@ -358,6 +374,38 @@ def test_credentials_are_recognised_by_content_too(small, tmp_path):
     assert "data/gcp.json" in proc.stderr and "stage_include" in proc.stderr
 
 
+# Credentials under names no list can hold (issue 21.4); and code and templates
+# that only mention them, which ship.
+CREDENTIAL_CONTENT = {
+    "config/aws.ini": "[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\n"
+                      "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+    "deploy/env.sh": "export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+    "settings/indexes.cfg": "[global]\nindex-url = https://deploy:s3cr3t-t0ken@pypi.corp.example/simple\n",
+    "notes/requirements-private.txt": "--extra-index-url https://__token__:pypi-AgEIcHlwaS5vcmc@upload.example\n",
+    "ci/pyproject-fragment.toml": '[[tool.uv.index]]\nurl = "git+https://bot:ghp_abc123@github.com/org/x"\n',
+}
+NOT_CREDENTIALS = {
+    "src/app/s3.py": "import boto3\nclient = boto3.client('s3', aws_secret_access_key=secret)\n"
+                     "aws_secret_access_key = os.environ['AWS_SECRET_ACCESS_KEY']\n",
+    "src/app/urls.py": 'URL = f"https://{user}:{token}@pypi.corp.example/simple"\n',
+    "ci/template.cfg": "index-url = https://${USER}:${TOKEN}@pypi.corp.example/simple\n",
+    "docs/mail.md": "Write to ops@example.com or see https://example.com/a:b\n",
+}
+
+
+def test_python_credentials_are_recognised_by_content(small, tmp_path):
+    for rel, text in {**CREDENTIAL_CONTENT, **NOT_CREDENTIALS}.items():
+        write(small, rel, text)
+    staged = stage_tree(small, tmp_path / "out", members=[])
+    assert set(staged.withheld) == set(CREDENTIAL_CONTENT)
+    assert set(NOT_CREDENTIALS) <= staged_names(staged.path)
+    assert not staged_names(staged.path) & set(CREDENTIAL_CONTENT)
+    # The zip a cluster fetches (and any upload of it) is the staged tree: none there either.
+    with zipfile.ZipFile(write_working_dir_zip(staged, tmp_path / "wd.zip")) as archive:
+        zipped = {name.partition("/")[2] for name in archive.namelist()}
+    assert set(NOT_CREDENTIALS) <= zipped and not zipped & set(CREDENTIAL_CONTENT)
+
+
 @pytest.mark.parametrize("include", [["*"], [".git/"], [".git"], [".git/config"], ["**/.git/**"]])
 def test_git_never_ships_whatever_stage_include_says(small, tmp_path, include):
     write(small, ".git/config", '[remote "origin"]\n\turl = https://x-access-token:ghs_123@github.com/o/r\n')
@@ -418,3 +466,55 @@ def test_private_files_keep_owner_only_modes(small, tmp_path):
     assert modes["uv.lock"] == 0o644
     (small / "conf/token.cfg").chmod(0o644)  # the mode ships, so it is in the content hash
     assert stage_tree(small, tmp_path / "b", members=[]).content_hash != before.content_hash
+
+
+# The README's list of credential files ("Staging the source"), one example of
+# each: a name dropped from the rules fails its own case here.
+README_CREDENTIAL_NAMES = {
+    ".env*": ".env.production", ".envrc": ".envrc", "*.pem": "certs/tls.pem", "*.key": "certs/tls.key",
+    "id_rsa*": "keys/id_rsa.bak", "id_ed25519*": "keys/id_ed25519", "*.p12": "certs/client.p12",
+    "*.jks": "certs/store.jks", "*.ppk": "keys/deploy.ppk", ".ssh/": "home/.ssh/config",
+    ".gnupg/": "home/.gnupg/pubring.kbx", ".netrc": ".netrc", ".npmrc": "web/.npmrc",
+    ".yarnrc.yml": "web/.yarnrc.yml", ".pypirc": ".pypirc", ".git-credentials": ".git-credentials",
+    ".docker/config.json": "home/.docker/config.json", "pip.conf": ".config/pip/pip.conf",
+    "pip.ini": "pip.ini", "uv.toml": ".config/uv/uv.toml", "auth.toml": ".config/pypoetry/auth.toml",
+    "rclone.conf": "rclone.conf", ".mc/config.json": "home/.mc/config.json",
+    ".cargo/credentials": "home/.cargo/credentials", ".m2/settings.xml": "home/.m2/settings.xml",
+    ".gradle/gradle.properties": "home/.gradle/gradle.properties", ".pgpass": ".pgpass", ".my.cnf": ".my.cnf",
+    ".aws/": "home/.aws/credentials", ".azure/": "home/.azure/msal_token_cache.json",
+    ".config/gcloud/": "home/.config/gcloud/credentials.db",
+    "application_default_credentials.json": "application_default_credentials.json", ".boto": "home/.boto",
+    ".s3cfg": ".s3cfg", ".databrickscfg": ".databrickscfg", "kaggle.json": "home/.kaggle/kaggle.json",
+    "Hugging Face tokens": "home/.cache/huggingface/token", ".huggingface_token": ".huggingface_token",
+    ".kube/": "home/.kube/config", "kubeconfig": "deploy/kubeconfig", "*.kubeconfig": "deploy/prod.kubeconfig",
+    ".vault-token": ".vault-token", ".terraformrc": ".terraformrc", "*.tfstate": "infra/terraform.tfstate",
+    "*.tfvars": "infra/prod.tfvars", ".terraform/": "infra/.terraform/providers.lock",
+    "credentials": "credentials", "credentials.json": "config/credentials.json",
+    "client_secret*.json": "client_secret_123.json", "token.json": "auth/token.json",
+    "*service-account*.json": "gcp-service-account-prod.json", "*-sa.json": "deployer-sa.json",
+    "secrets.yaml": "deploy/secrets.yaml",
+}
+README_CREDENTIAL_CONTENT = {
+    "PEM": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+    "OpenSSH": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n",
+    "PGP": "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nlQOYBF\n",
+    "PuTTY": "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: deploy\n",
+}
+
+
+@pytest.mark.parametrize("pattern", README_CREDENTIAL_NAMES, ids=list(README_CREDENTIAL_NAMES))
+def test_every_credential_name_the_readme_lists_stays_out(small, tmp_path, pattern):
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert f"`{pattern}`" in readme or pattern in readme  # the README still promises it
+    rel = README_CREDENTIAL_NAMES[pattern]
+    write(small, rel, "harmless words\n")  # by name alone: no key-like content
+    staged = stage_tree(small, tmp_path / "out", members=[])
+    assert rel not in staged.files and rel not in staged_names(staged.path)
+
+
+@pytest.mark.parametrize("kind", README_CREDENTIAL_CONTENT)
+def test_every_private_key_format_the_readme_lists_stays_out_by_content(small, tmp_path, kind):
+    write(small, "notes/innocent-name.txt", "# notes\n" + README_CREDENTIAL_CONTENT[kind])
+    staged = stage_tree(small, tmp_path / "out", members=[])
+    assert "notes/innocent-name.txt" in staged.withheld
+    assert "notes/innocent-name.txt" not in staged_names(staged.path)

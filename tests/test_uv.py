@@ -38,6 +38,24 @@ def test_a_stale_lock_is_out_of_date(copy_fixture):
 
 
 
+HOST_SETTINGS = {"UV_INDEX_URL": "https://index.example.invalid/simple", "UV_EXCLUDE_NEWER": "2020-01-01",
+                 "UV_PRERELEASE": "allow", "UV_RESOLUTION": "lowest"}
+
+
+@pytest.mark.parametrize(("variable", "value"), HOST_SETTINGS.items())
+def test_host_index_and_resolver_settings_do_not_make_a_correct_lock_stale(copy_fixture, monkeypatch, tmp_path,
+                                                                           variable, value):
+    """The image's `uv sync --frozen` never sees them: only the project's own files judge the lock."""
+    monkeypatch.setenv("RAYBAKE_CACHE_DIR", str(tmp_path / "cache"))  # no remembered check of these files
+    monkeypatch.setenv(variable, value)
+    root = copy_fixture("small")
+    lock_check(load_project(root))
+    path = root / "pyproject.toml"
+    path.write_text(path.read_text().replace('"six==1.17.0"', '"six==1.16.0"'))
+    with pytest.raises(LockOutOfDate):  # a stale lock still is
+        lock_check(load_project(root))
+
+
 @pytest.mark.engine
 def test_without_a_host_interpreter_the_lock_is_checked_in_the_base_image(engine, copy_fixture, tmp_path, unique_repo):
     """requires-python ==3.11.2: only the base image has it. The lock is checked
@@ -58,3 +76,20 @@ def test_without_a_host_interpreter_the_lock_is_checked_in_the_base_image(engine
     pyproject.write_text(pyproject.read_text().replace("six==1.17.0", "six==1.16.0"))
     stale = raybake("build", "-C", str(root), env=env, check=False)
     assert stale.returncode == 2 and "out of date" in stale.stderr and "uv lock" in stale.stderr
+
+
+def test_dynamic_metadata_with_a_cold_uv_cache_is_checked_with_the_network(copy_fixture, tmp_path):
+    """The offline check cannot run setuptools (dependencies from requirements.txt)
+    with an empty uv cache: raybake retries with the network; where uv may not use
+    the network either, it says exactly what to run."""
+    import os
+
+    root = copy_fixture("dynamic-metadata")
+    env = {**os.environ, "UV_CACHE_DIR": str(tmp_path / "cold-uv-cache")}
+    proc = raybake("pin", "--lock-only", "-C", str(root), env=env, check=False)
+    assert proc.returncode == 0 and "uv.lock is up to date" in proc.stderr, proc.stderr
+    env = {**env, "UV_CACHE_DIR": str(tmp_path / "another-cold-cache"), "UV_OFFLINE": "1",
+           "RAYBAKE_CACHE_DIR": str(tmp_path / "raybake-cache")}  # not the passing check remembered above
+    proc = raybake("pin", "--lock-only", "-C", str(root), env=env, check=False)
+    assert proc.returncode == 2 and "a package with dynamic metadata needs its build backend" in proc.stderr
+    assert f"run `uv lock --check` in {root} once with network access" in proc.stderr

@@ -26,6 +26,23 @@ class CacheOptions:
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
 
+    @property
+    def with_image(self) -> tuple[str, ...]:
+        """Exports that live in the image's own config (``type=inline``): they go
+        wherever the image goes, so only once it is verified."""
+        return tuple(value for value in self.cache_to if _cache_type(value) == "inline")
+
+    @property
+    def after_verification(self) -> tuple[str, ...]:
+        """Exports that write somewhere of their own (a registry, a directory):
+        raybake runs them only after the image is verified, so a rejected build's
+        layers never leave the machine."""
+        return tuple(value for value in self.cache_to if _cache_type(value) != "inline")
+
+
+def _cache_type(value: str) -> str | None:
+    return dict(part.split("=", 1) for part in value.split(",") if "=" in part).get("type")
+
 
 def default_cache_ref(spec: ImageSpec) -> str | None:
     """``REPOSITORY:buildcache-SPEC`` when the repository names a registry host, else None."""
@@ -65,13 +82,14 @@ def cache_options(spec: ImageSpec, *, push: bool, cache_from: tuple[str, ...] = 
     """The CLI's values, else the spec's (``cache_from``/``cache_to``; an empty list
     turns the default off), else the default: import from ``default_cache_ref``
     always, export to it when the build is pushed (the runner that publishes
-    the image publishes its cache; a failed export does not fail that build)."""
+    the image publishes its cache; a failed export does not fail that build:
+    raybake.build warns)."""
     ref = default_cache_ref(spec)
     sources = cache_from or spec.cache_from
     if sources is None:
         sources = (ref,) if ref else ()
     targets = cache_to or spec.cache_to
     if targets is None:
-        targets = (f"{ref},ignore-error=true",) if ref and push else ()
+        targets = (ref,) if ref and push else ()
     return CacheOptions(tuple(normalize(v, export=False) for v in sources),
                         tuple(normalize(v, export=True, compression=spec.compression) for v in targets))

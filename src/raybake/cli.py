@@ -14,6 +14,7 @@ import sys
 import click
 
 from raybake import __version__
+from raybake.contract import DEFAULT_UV_VERSION
 from raybake.errors import RaybakeError
 
 # verb -> module under raybake.commands (imported only when that verb runs).
@@ -27,6 +28,7 @@ COMMANDS = {
     "submit": "submit",
     "py-executable": "py_executable",
     "pin": "pin",
+    "sbom": "sbom",
 }
 
 
@@ -53,7 +55,9 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="raybake")
+@click.version_option(__version__, prog_name="raybake",
+                      message=f"%(prog)s, version %(version)s (puts uv {DEFAULT_UV_VERSION} into images unless a spec "
+                              "sets uv_version)")
 @click.option("-v", "--verbose", is_flag=True, help="Log every command raybake runs.")
 def cli(verbose: bool) -> None:
     """Ship Python dependencies to Ray clusters as images built from uv.lock.
@@ -112,6 +116,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # the one-paragraph form of every error, the fix from --help
+        from raybake.console import print_error
+
+        command = exc.ctx.command_path if exc.ctx else "raybake"
+        print_error(RaybakeError(exc.format_message(), fix=f"see `{command} --help`"))
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

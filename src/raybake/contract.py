@@ -13,6 +13,11 @@ VENV_BIN = f"{VENV}/bin"
 VENV_PYTHON = f"{VENV_BIN}/python"
 PROJECT_DIR = "/opt/project"  # where the lock and pyproject files are bound during uv sync
 UV_CACHE = "/root/.cache/uv"
+# The uv put into images unless a spec sets uv_version: one exact version per
+# raybake release, whatever uv is installed next to raybake, so tags do not
+# move with the installer. The same as raybake's own uv.lock and the hooks' pin
+# (tests/test_uv_version.py checks both).
+DEFAULT_UV_VERSION = "0.13.9"
 
 # Set by Dockerfile.base; Ray workers depend on them, verification checks them.
 REQUIRED_ENV = {
@@ -34,6 +39,11 @@ LABEL_PROJECT = f"{LABEL_PREFIX}.project"
 LABEL_VERSION = f"{LABEL_PREFIX}.version"
 # X.Y.Z of the image's interpreter: job configs compare it with the client's Python.
 LABEL_PYTHON = f"{LABEL_PREFIX}.python"
+# On the verification record raybake pushes beside an image (raybake.trust): the record itself.
+LABEL_VERIFICATION = f"{LABEL_PREFIX}.verification"
+# On containers raybake starts: HOST:PID:START of the raybake process that owns it,
+# so the next run removes those of a raybake that was killed (SIGKILL runs no cleanup).
+LABEL_OWNER = f"{LABEL_PREFIX}.owner"
 
 # Scripts raybake runs inside images, kept together in src/raybake/templates/in_image/.
 PROBE_SCRIPT = "probe.py"  # verification: reports the environment (raybake.verify)

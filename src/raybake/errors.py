@@ -63,6 +63,10 @@ class BuildError(RaybakeError):
     """A build ran and failed."""
 
 
+class ImageVanished(RaybakeError):
+    """The image just built was removed by someone else before raybake could tag it."""
+
+
 class RegistryError(RaybakeError):
     """The registry cannot be reached or refused us: existence cannot be told."""
 
@@ -110,3 +114,7 @@ class ImageMissing(RaybakeError):
     """A pinned reference is neither in its registry nor in the local image store."""
 
     exit_code = 1
+
+
+class UploadError(RaybakeError):
+    """The working_dir package cannot be uploaded (credentials, bucket, endpoint)."""

@@ -52,8 +52,7 @@ def dependency_view(pyproject: dict[str, Any]) -> dict[str, Any]:
     })
 
 
-def hash_document(project: Project, spec: ImageSpec, *, uv_version: str,
-                  template_digest: str, base_digest: str | None) -> dict[str, Any]:
+def hash_document(project: Project, spec: ImageSpec, *, template_digest: str, base_digest: str | None) -> dict[str, Any]:
     """The normalised inputs, as hashed (the lock's bytes follow them)."""
     return {
         "schema": HASH_SCHEMA,
@@ -67,10 +66,11 @@ def hash_document(project: Project, spec: ImageSpec, *, uv_version: str,
         "python": spec.python,  # what is asked for; the base image (hashed) decides the rest
         "package": spec.package,
         "all_packages": spec.all_packages,
-        "uv": uv_version,
+        "uv": spec.uv_version,  # the image's, never the host's
         "template": template_digest,
         "platform": spec.platform,
         "apt_packages": sorted(spec.apt_packages),
+        "runtime_apt_packages": sorted(spec.runtime_apt_packages),
         "python_apt": list(spec.python_apt),  # `base` is hashed through the fields its preset sets
         "env": dict(sorted(spec.env)),
         # Layering does not change the environment but does change the image.
@@ -84,10 +84,9 @@ def canonical_bytes(document: dict[str, Any]) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def hash_inputs(project: Project, spec: ImageSpec, *, uv_version: str,
-                template_digest: str, base_digest: str | None) -> InputHash:
-    doc = canonical_bytes(hash_document(project, spec, uv_version=uv_version,
-                                        template_digest=template_digest, base_digest=base_digest))
+def hash_inputs(project: Project, spec: ImageSpec, *, template_digest: str,
+                base_digest: str | None) -> InputHash:
+    doc = canonical_bytes(hash_document(project, spec, template_digest=template_digest, base_digest=base_digest))
     h = hashlib.sha256()
     h.update(len(doc).to_bytes(8, "big"))  # length prefix: no ambiguity at the seam
     h.update(doc)

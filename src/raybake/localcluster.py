@@ -88,6 +88,7 @@ def local_cluster(image: str, *, workers: int = 2, cpus_per_node: int = 2,
                    *_node_args(index, cpus_per_node, first + index * WORKER_PORT_RANGE)]
         containers.append(docker.run_detached(image, command, name=name, env=env, mounts=mounts))
 
+    docker.remove_orphaned_containers()  # a killed raybake's nodes would hold memory and ports
     try:
         on_step(f"starting a local Ray cluster in {image}: a head and {workers} workers ({address})")
         start(0, ["--head", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
@@ -142,11 +143,13 @@ class LocalHead:
 
 
 @contextmanager
-def local_head(image: str, *, on_step=lambda message: None) -> Iterator[LocalHead]:
+def local_head(image: str, *, env: Mapping[str, str] | None = None,
+               on_step=lambda message: None) -> Iterator[LocalHead]:
     """A one-node Ray cluster inside ``image`` on loopback, removed afterwards.
 
     Host networking (no bridge on these daemons) and free ports, so that it
-    collides with nothing; every port Ray opens is chosen, none left at its default."""
+    collides with nothing; every port Ray opens is chosen, none left at its
+    default. ``env`` reaches Ray's processes (e.g. where to fetch working_dir from)."""
     ports = {name: free_port() for name in (
         "port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
         "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
@@ -156,7 +159,9 @@ def local_head(image: str, *, on_step=lambda message: None) -> Iterator[LocalHea
                *(f"--{k}={v}" for k, v in ports.items())]
     address = f"http://127.0.0.1:{ports['dashboard-port']}"
     on_step(f"starting a local Ray head in {image} ({address})")
-    container = docker.run_detached(image, command, name=f"raybake-head-{uuid.uuid4().hex[:10]}")
+    if removed := docker.remove_orphaned_containers():  # a killed `raybake submit`'s head and job client
+        on_step(f"removed {len(removed)} container(s) left by a raybake that was killed")
+    container = docker.run_detached(image, command, name=f"raybake-head-{uuid.uuid4().hex[:10]}", env=env)
     try:
         try:
             wait_for_dashboard(address, timeout=HEAD_START_TIMEOUT,

@@ -26,12 +26,25 @@ class LockHeader:
 
 
 @dataclass(frozen=True)
+class LockedDependency:
+    name: str  # canonical
+    extras: tuple[str, ...] = ()
+
+
+Dependencies = tuple[LockedDependency, ...]
+
+
+@dataclass(frozen=True)
 class LockedPackage:
     name: str  # canonical
     version: str | None
     source: tuple[tuple[str, str], ...]  # e.g. (("registry", URL),), (("git", URL),), (("editable", "libs/a"),)
     wheel_sizes: tuple[tuple[str, int], ...]  # (url or filename, size)
     sdist_size: int
+    hashes: frozenset[str] = frozenset()  # "sha256:..." of its wheels and sdist
+    dependencies: Dependencies = ()
+    optional_dependencies: tuple[tuple[str, Dependencies], ...] = ()  # (extra, its dependencies)
+    dependency_groups: tuple[tuple[str, Dependencies], ...] = ()  # uv's dev-dependencies: (group, ...)
 
     @property
     def source_kind(self) -> str:
@@ -88,4 +101,14 @@ def _package(pkg: dict[str, Any]) -> LockedPackage:
         source=tuple((str(k), str(v)) for k, v in source.items()) if isinstance(source, dict) else (),
         wheel_sizes=wheels,
         sdist_size=int(pkg.get("sdist", {}).get("size", 0)),
+        hashes=frozenset(str(a["hash"]) for a in (*pkg.get("wheels", []), pkg.get("sdist", {}))
+                         if isinstance(a, dict) and a.get("hash")),
+        dependencies=_dependencies(pkg.get("dependencies", [])),
+        optional_dependencies=tuple((k, _dependencies(v)) for k, v in pkg.get("optional-dependencies", {}).items()),
+        dependency_groups=tuple((k, _dependencies(v)) for k, v in pkg.get("dev-dependencies", {}).items()),
     )
+
+
+def _dependencies(entries: list[Any]) -> Dependencies:
+    return tuple(LockedDependency(canonicalize_name(d["name"]), tuple(d.get("extra", ())))
+                 for d in entries if isinstance(d, dict) and "name" in d)

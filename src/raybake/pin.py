@@ -29,18 +29,25 @@ not record is hashed and built from by name."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from raybake.dockerfile import template_digest
 from raybake.errors import ImageMissing, ProjectError, StaleError, UnknownPinVersion
 from raybake.files import atomic_write
+from raybake.hashing import hash_document
+from raybake.paths import cache_dir
+from raybake.pinfile import PIN_FILE, PIN_VERSION, Pin, parse_pin, pin_path, pinned_reference, read_pin, render_pin
+from raybake.plan import tag_hash
+from raybake.planner import identify_all, known_base_digests, recorded_bases, resolve_base_digests, specs_for
 from raybake.project import Project
-
-PIN_FILE = "raybake-pin.json"
-PIN_VERSION = 2
-OLD_PIN_VERSIONS = (1,)  # read (no "bases"), then rewritten as PIN_VERSION
+from raybake.reference import Reference
+from raybake.signing import VerificationKey
+from raybake.spec import ENV_OVERRIDES, spec_variable_suffix
 
 
 @dataclass(frozen=True)
@@ -50,83 +57,14 @@ class PinChange:
     name: str
     old: str | None  # None: it was not pinned
     new: str | None  # None: no spec has it any more
+    why: str | None = None  # what changed it, when both are set (see explain_changes)
 
     def describe(self) -> str:
         if self.old is None:
             return f"{self.name}: (not pinned) -> {self.new}"
         if self.new is None:
             return f"{self.name}: {self.old} -> (removed: no spec has it any more)"
-        return f"{self.name}: {self.old} -> {self.new}"
-
-
-def pin_path(project_root: Path) -> Path:
-    return Path(project_root) / PIN_FILE
-
-
-@dataclass(frozen=True)
-class Pin:
-    images: Mapping[str, str]  # spec name -> reference
-    bases: Mapping[str, str]  # base image -> the digest it resolved to (names carrying a digest are not listed)
-
-
-def render_pin(pin: Pin) -> str:
-    """The canonical text of a pin: stable, so a change touches only its own lines."""
-    return json.dumps({"version": PIN_VERSION, "images": dict(pin.images), "bases": dict(pin.bases)},
-                      indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def parse_pin(text: str, where: str = PIN_FILE) -> Pin:
-    """The pin in ``text``; ProjectError when it is not a valid pin."""
-    fix = "regenerate it with `raybake pin` (after a merge conflict, too) and commit it"
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProjectError(f"{where} is not valid JSON: {exc}", fix=fix) from None
-    if not isinstance(data, dict):
-        raise ProjectError(f"{where} must hold a JSON object, not {type(data).__name__}", fix=fix)
-    version = data.get("version")
-    if version != PIN_VERSION and version not in OLD_PIN_VERSIONS:
-        if version is not None:  # a format raybake does not know: never rewritten over
-            newer = isinstance(version, int) and version > PIN_VERSION
-            raise UnknownPinVersion(
-                f"{where} has pin format version {version!r}; this raybake reads version {PIN_VERSION}",
-                fix="upgrade raybake to the release that wrote it" if newer else
-                f"set \"version\": {PIN_VERSION} if it was edited by hand, or delete the file and run `raybake pin`")
-        raise ProjectError(f"{where} has no valid \"version\" (expected {PIN_VERSION}, got {version!r})",
-                           fix=fix)
-    images = data.get("images")
-    if not _string_map(images):
-        raise ProjectError(f"{where}: \"images\" must map spec names to references (strings)", fix=fix)
-    bases = data.get("bases", {}) if version in OLD_PIN_VERSIONS else data.get("bases")
-    if not _string_map(bases):
-        raise ProjectError(f"{where}: \"bases\" must map base images to digests (strings)", fix=fix)
-    return Pin(dict(images), dict(bases))
-
-
-def _string_map(value: object) -> bool:
-    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-
-
-def read_pin(project_root: Path) -> Pin | None:
-    """The project's pin, or None when it has none."""
-    path = pin_path(project_root)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProjectError(f"cannot read {path}: {exc}",
-                           fix="regenerate it with `raybake pin` and commit it") from None
-    return parse_pin(text, str(path))
-
-
-def pinned_reference(project_root: Path, spec_name: str) -> str | None:
-    """The pinned reference of one spec; None when there is no pin or it lacks the spec.
-
-    The pin is taken as written: keeping it current is the job of `raybake pin`
-    (the pre-commit hook)."""
-    pin = read_pin(project_root)
-    return None if pin is None else pin.images.get(spec_name)
+        return f"{self.name}: {self.old} -> {self.new}" + (f"\n    changed by: {self.why}" if self.why else "")
 
 
 def compute_pin(project: Project, environ: Mapping[str, str] | None = None, *,
@@ -138,13 +76,6 @@ def compute_pin(project: Project, environ: Mapping[str, str] | None = None, *,
     Base digests are the ``recorded`` ones (by default the pin on disk's) of
     bases some spec still uses; with ``update_bases`` every base's digest on
     this machine, from the engine (the only case that asks it)."""
-    from raybake.planner import (  # imported here: `pinned_reference` stays light
-        identify_all,
-        known_base_digests,
-        recorded_bases,
-        resolve_base_digests,
-        specs_for,
-    )
     from raybake.tools.uv import lock_check
 
     lock_check(project)
@@ -154,8 +85,100 @@ def compute_pin(project: Project, environ: Mapping[str, str] | None = None, *,
     elif recorded is None:
         recorded = recorded_bases(project.root)
     bases = known_base_digests(specs, recorded)
-    return Pin({i.spec.name: i.reference for i in identify_all(project, specs, bases)},
+    identities = identify_all(project, specs, bases)
+    _remember_inputs(project, identities)
+    return Pin({i.spec.name: i.reference for i in identities},
                {image: recorded[image] for image in bases if image in recorded})
+
+
+# ---- what changed an entry ----
+# The pin holds references only. What an input hash was made of is remembered in
+# raybake's cache by the runs that computed it (this machine's earlier pins), so
+# a changed entry names the inputs that differ; an override variable set here is
+# found by computing the pin without it.
+
+_INPUT_NAMES = {
+    "uv": "the uv put into the image", "template": "raybake's own Dockerfile template (another raybake release)",
+    "lock": "uv.lock", "pyproject": "pyproject.toml's dependencies", "members": "a workspace member's pyproject.toml",
+    "base_image": "the base image", "base_digest": "the base image's digest", "python": "the Python asked for",
+    "schema": "raybake's input-hash format",
+}
+
+
+def _inputs_memo(short_hash: str) -> Path:
+    return cache_dir() / "pin-inputs" / f"{short_hash}.json"
+
+
+def _remember_inputs(project: Project, identities) -> None:
+    """Best effort: without the memo a change is explained less precisely."""
+    lock = hashlib.sha256(project.lock_bytes).hexdigest()
+    for identity in identities:
+        document = hash_document(project, identity.spec, template_digest=template_digest(),
+                                 base_digest=identity.base_digest)
+        try:
+            memo = _inputs_memo(identity.input_hash.short)
+            if not memo.exists():
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(memo, json.dumps({**document, "lock": lock}, sort_keys=True).encode())
+        except OSError:
+            pass
+
+
+def _recalled_inputs(reference: str) -> dict | None:
+    try:
+        return json.loads(_inputs_memo(tag_hash(reference)).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def override_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """The RAYBAKE_* spec overrides set in ``environ`` (for every spec, or one: RAYBAKE_BASE_IMAGE_PY313)."""
+    return {k: v for k, v in environ.items()
+            if v and any(k == var or k.startswith(f"{var}_") for var in ENV_OVERRIDES)}
+
+
+def explain_changes(project: Project, changes: list[PinChange], environ: Mapping[str, str],
+                    recorded: Mapping[str, str]) -> list[PinChange]:
+    """``changes`` with what changed each entry that was and is pinned: a RAYBAKE_*
+    override set here (the pin without it would keep the entry), else the inputs
+    that differ from those remembered for the old reference, else unknown here."""
+    overrides = override_variables(environ)
+    without = {}
+    if overrides and any(c.old and c.new for c in changes):
+        bare = {k: v for k, v in environ.items() if k not in overrides}
+        without = compute_pin(project, bare, recorded=recorded).images
+    explained = []
+    for change in changes:
+        why = None
+        if change.old and change.new:
+            if without.get(change.name) == change.old:
+                names = sorted(k for k in overrides
+                               if k in ENV_OVERRIDES or k.endswith(f"_{spec_variable_suffix(change.name)}"))
+                why = ("only " + ", ".join(f"{k}={overrides[k]}" for k in names)
+                       + " set in this environment; without it the pinned reference stays")
+            else:
+                why = _differing_inputs(change.old, change.new)
+        explained.append(PinChange(change.name, change.old, change.new, why))
+    return explained
+
+
+def _differing_inputs(old: str, new: str) -> str:
+    before, after = _recalled_inputs(old), _recalled_inputs(new)
+    if tag_hash(old) == tag_hash(new):
+        return f"the repository ({Reference.parse(old).repository} -> {Reference.parse(new).repository})"
+    if before is None or after is None:
+        return ("inputs this machine has no record of: uv.lock, a pyproject.toml, a spec, the uv put into the "
+                "image or raybake's own template (not a RAYBAKE_* variable set here)")
+    parts = []
+    for key in sorted(set(before) | set(after)):
+        if before.get(key) == after.get(key):
+            continue
+        name = _INPUT_NAMES.get(key, f"the spec's {key}")
+        values = (before.get(key), after.get(key))
+        shown = all(v is None or (isinstance(v, str) and len(v) <= 80) for v in values)
+        parts.append(f"{name} ({values[0]} -> {values[1]})" if shown and key not in ("lock", "template")
+                     else name)
+    return ", ".join(parts) or "raybake's own template (another raybake release)"
 
 
 def diff_pins(old: Pin | None, new: Pin) -> list[PinChange]:
@@ -207,6 +230,17 @@ class PinStatus:
     missing: bool = False  # there was no pin file
     rewritten: bool = False
 
+    @property
+    def overrides_only(self) -> bool:
+        """Every changed entry differs only by a RAYBAKE_* variable set here."""
+        return bool(self.changes) and all((c.why or "").startswith("only ") for c in self.changes)
+
+    def as_json(self) -> dict[str, object]:
+        """What `raybake pin --json` gives."""
+        return {"path": str(self.path), "current": self.current, "missing": self.missing, "invalid": self.invalid,
+                "rewritten": self.rewritten, "images": dict(sorted(self.images.items())),
+                "changes": [{"entry": c.name, "old": c.old, "new": c.new, "why": c.why} for c in self.changes]}
+
 
 def update_pin(project: Project, *, check: bool = False, update_bases: bool = False,
                environ: Mapping[str, str] | None = None) -> PinStatus:
@@ -216,16 +250,18 @@ def update_pin(project: Project, *, check: bool = False, update_bases: bool = Fa
     machine). Read, compare and write happen under one cross-process lock, and
     the write is an atomic replace: concurrent runs never leave a torn file, and
     a current pin is not touched (same bytes, same mtime)."""
+    environ = os.environ if environ is None else environ
     path = pin_path(project.root)
     old, _ = _parse_on_disk(_read_text(path), path)
-    pin = compute_pin(project, environ, recorded=old.bases if old else {}, update_bases=update_bases)
+    recorded = old.bases if old else {}
+    pin = compute_pin(project, environ, recorded=recorded, update_bases=update_bases)
     text = render_pin(pin)
     with _pin_lock(path):
         on_disk = _read_text(path)
         if on_disk == text:
             return PinStatus(path, dict(pin.images), current=True)
         old, invalid = _parse_on_disk(on_disk, path)
-        changes = tuple(diff_pins(old, pin))
+        changes = tuple(explain_changes(project, diff_pins(old, pin), environ, recorded))
         if not check:
             _write_atomic(path, text)
         return PinStatus(path, dict(pin.images), current=False, changes=changes, invalid=invalid,
@@ -266,8 +302,13 @@ def update_message(status: PinStatus) -> str:
         why = "it did not exist"
     elif status.invalid:
         why = f"it was not a valid pin ({status.invalid})"
+    elif status.overrides_only:
+        return (f"updated {shown} (it differs only by RAYBAKE_* variables set in this environment):\n"
+                f"{_entries(status)}\nstaging it pins what this environment builds; to keep the committed pin, "
+                f"unset them and run `raybake pin` again (settings the whole team shares belong in "
+                f"[tool.raybake] or images/*.yaml), else stage it: git add {shown}")
     else:
-        why = "it was out of date with the lock"
+        why = "what decides its images changed"
     return f"updated {shown} ({why}):\n{_entries(status)}\nstage it: git add {shown}"
 
 
@@ -280,8 +321,15 @@ def stale_error(status: PinStatus) -> StaleError:
         what = f"{shown} did not exist" if status.rewritten else f"{shown} does not exist"
     elif status.invalid:
         what = f"{shown} {was} not a valid pin ({status.invalid})"
+    elif status.overrides_only:
+        what = f"{shown} {was} stale only by RAYBAKE_* variables set in this environment"
     else:
-        what = f"{shown} {was} out of date with the lock"
+        what = f"{shown} {was} stale: what decides its images changed"
+    if status.overrides_only:
+        return StaleError(f"{what}{'; rewrote it' if status.rewritten else ''}:\n{_entries(status)}",
+                          fix="unset them (then `git checkout` the pin if it was rewritten) to check the "
+                              "committed pin, or set them the same in CI and every developer's environment "
+                              "(settings the whole team shares belong in [tool.raybake] or images/*.yaml)")
     if status.rewritten:
         return StaleError(f"{what}; rewrote it:\n{_entries(status)}",
                           fix=f"stage the rewritten pin: git add {shown}")
@@ -290,16 +338,15 @@ def stale_error(status: PinStatus) -> StaleError:
     return StaleError(f"{what}:\n{_entries(status)}", fix=f"run `{run}` and commit {shown}")
 
 
-def require_present(images: Mapping[str, str]) -> None:
+def require_present(images: Mapping[str, str], key: VerificationKey | None = None) -> None:
     """Raise ImageMissing unless every pinned reference exists: in its registry
-    when its repository names a registry host, else in the local image store.
+    when its repository names a registry host (with a statement signed by
+    ``key`` when one is configured), else in the local image store.
 
     An unreachable registry or daemon is an error (RegistryError, EngineError),
     never taken for "absent" or "present"."""
-    from raybake.plan import tag_hash
-    from raybake.reference import Reference
     from raybake.tools import docker
-    from raybake.trust import foreign_image, registry_digest_reference
+    from raybake.trust import VerificationRecords, foreign_image, registry_digest_reference, unverified_image
 
     missing = []
     for name in sorted(images):
@@ -307,13 +354,14 @@ def require_present(images: Mapping[str, str]) -> None:
         want = tag_hash(reference)
         if Reference.parse(reference).registry:
             # A foreign image under the pinned tag is an error naming both hashes, never "present".
-            if registry_digest_reference(reference, want, platform=None) is None:
+            if registry_digest_reference(reference, want, platform=None, key=key) is None:
                 missing.append(f"{name}: {reference} is not in its registry")
             continue
         local = docker.local_image(reference)
         if local is None:
             missing.append(f"{name}: {reference} is not in the local image store")
-        elif (problem := foreign_image(reference, local.input_hash, want)) is not None:
+        elif (problem := foreign_image(reference, local.input_hash, want)
+                         or unverified_image(reference, local.image_id, VerificationRecords(), want)) is not None:
             missing.append(f"{name}: {problem}")
     if missing:
         raise ImageMissing("pinned images are missing:\n" + "\n".join(f"  {m}" for m in missing),

@@ -8,18 +8,15 @@ lock's requirements exported for the spec, and the base image's Python."""
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
-from functools import cache
-from importlib.resources import files
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from raybake import __version__, contract
 from raybake.errors import ProjectError, SpecError
 from raybake.hashing import InputHash, hash_inputs
-from raybake.layers import can_split, layer_rules, package_sizes, pinned_layers
+from raybake.layers import declared_indexes, pinned_layers
 from raybake.lockfile import SUPPORTED_LOCK_VERSION, LockFile, lock_header
 from raybake.project import Project
 from raybake.reference import Reference
@@ -33,40 +30,6 @@ SOURCE_DATE_EPOCH = 0  # fixed, for reproducible digests
 CA_CONTEXT = "ca"
 CA_FILE = "ca.pem"
 SEAL_SCRIPT = f"raybake/{contract.SEAL_SCRIPT}"  # context path; run after each dependency install
-
-
-@cache
-def base_dockerfile() -> str:
-    return files("raybake").joinpath("templates/Dockerfile.base").read_text(encoding="utf-8")
-
-
-@cache
-def template_digest() -> str:
-    """Everything of raybake's own that decides an image besides the inputs: the
-    layer-split rules, the seal script, and what render() (Dockerfile.base
-    included) makes of a fixed sample plan that takes every branch. A change to
-    any of them changes every tag; no version number to remember to bump."""
-    from raybake.dockerfile import render  # it renders plans: imported here, not at the top
-
-    h = hashlib.sha256(f"{layer_rules()}\n".encode())
-    h.update(contract.in_image_source(contract.SEAL_SCRIPT).encode())
-    h.update(render(_sample_plan()).encode())
-    return h.hexdigest()
-
-
-def _sample_plan() -> BuildPlan:
-    spec = ImageSpec(name="sample", source="raybake", repository="sample", base_image="base:1", python="3.12",
-                     apt_packages=("pkg",), env=(("A", "$b c"),), index_secrets=("SECRET",),
-                     python_apt=("python3.12",))
-    identity = ImageIdentity(spec, InputHash("0" * 64), "sample:sample-" + "0" * 16, "sha256:" + "0" * 64)
-    return BuildPlan(identity=identity, python="3.12.0", user="nobody", requirements="",
-                     apt_packages=spec.apt_packages, env=spec.env,
-                     dep_layers=(PinnedLayer("heavy-x", ("x",), "layers/heavy-x.txt"), SyncLayer(("--frozen",))),
-                     context_files=(ContextFile("uv.lock", "uv.lock"),), bind_files=("uv.lock",),
-                     index_secrets=spec.index_secrets,
-                     build_args=(("BASE_IMAGE", identity.base_reference), ("PYTHON_VERSION", "3.12"),
-                                 ("PYTHON_APT_PACKAGES", "python3.12")),
-                     labels=((contract.LABEL_SPEC, "sample"),))
 
 
 @dataclass(frozen=True)
@@ -83,6 +46,12 @@ class ImageIdentity:
     @property
     def tag(self) -> str:
         return Reference.parse(self.reference).tag or ""
+
+    def as_json(self) -> dict[str, str | None]:
+        """What `raybake tag --json` gives per spec."""
+        return {"spec": self.spec.name, "reference": self.reference, "input_hash": self.input_hash.hexdigest,
+                "base_image": self.spec.base_image, "base_digest": self.base_digest,
+                "uv_version": self.spec.uv_version, "platform": self.spec.platform}
 
     @property
     def base_reference(self) -> str:
@@ -121,9 +90,11 @@ class PinnedLayer:
     """One ``RUN uv pip install --no-deps --require-hashes`` of a fixed set of
     locked packages; see raybake.layers."""
 
-    name: str  # "heavy-<package>" or "medium"; also names its requirements file
+    name: str  # "heavy-<package>", "medium", ...; also names its requirements file
     packages: tuple[str, ...]
     requirements: str  # context path of the generated requirements file
+    default_index: str | None = None  # uv's --default-index ([NAME=]URL); None: PyPI
+    secrets: tuple[str, ...] = ()  # the index's credentials, as BuildKit secrets of this step only
 
 
 @dataclass(frozen=True)
@@ -134,7 +105,7 @@ class BuildPlan:
     python: str  # X.Y.Z of the base image's interpreter the venv is made from
     user: str  # the base image's user, restored at the end ("root" when it has none)
     requirements: str  # `uv export` of the spec's selection (with hashes); verification reads it too
-    apt_packages: tuple[str, ...]
+    apt_packages: tuple[str, ...]  # below the dependency layers (building sdists may need them)
     env: tuple[tuple[str, str], ...]
     dep_layers: tuple[PinnedLayer | SyncLayer, ...]  # lowest first; the last is the sync
     context_files: tuple[ContextFile, ...]
@@ -143,6 +114,8 @@ class BuildPlan:
     build_args: tuple[tuple[str, str], ...]
     labels: tuple[tuple[str, str], ...]
     generated_files: tuple[GeneratedFile, ...] = ()
+    runtime_apt_packages: tuple[str, ...] = ()  # above the dependency layers: a change rebuilds only their layer
+    workdir: str = "/"  # the base image's working directory, restored with its user
 
     @property
     def spec(self) -> ImageSpec:
@@ -168,22 +141,23 @@ def tag_hash(reference: str) -> str:
     return tag.rsplit("-", 1)[-1] if tag else reference
 
 
-def check_lock_version(project: Project, uv_version: str) -> None:
+def check_lock_version(project: Project, spec: ImageSpec) -> None:
     found = lock_header(project.lock_bytes).version
     if found is not None and found > SUPPORTED_LOCK_VERSION:
         raise ProjectError(
             f"{project.root / 'uv.lock'} has lock format version {found}; "
-            f"the uv in the image ({uv_version}) reads version {SUPPORTED_LOCK_VERSION}",
-            fix="upgrade raybake's uv dependency to the uv release that wrote this lock "
-                "(see `uv --version` where the lock was made)")
+            f"the uv in the image ({spec.uv_version}) reads version {SUPPORTED_LOCK_VERSION}",
+            fix="set uv_version (in [tool.raybake] or the spec) to the uv release that wrote this lock "
+                "(`uv --version` where the lock was made), or upgrade raybake")
 
 
-def identify(project: Project, spec: ImageSpec, *, uv_version: str, base_digest: str | None) -> ImageIdentity:
+def identify(project: Project, spec: ImageSpec, *, base_digest: str | None,
+             template_digest: str) -> ImageIdentity:
     """``base_digest``: spec.base_image's digest when known (its own, or the one
-    raybake-pin.json records; see raybake.planner.known_base_digests)."""
-    check_lock_version(project, uv_version)
-    input_hash = hash_inputs(project, spec, uv_version=uv_version, template_digest=template_digest(),
-                             base_digest=base_digest)
+    raybake-pin.json records; see raybake.planner.known_base_digests);
+    ``template_digest``: raybake.dockerfile.template_digest(), raybake's own part of every tag."""
+    check_lock_version(project, spec)
+    input_hash = hash_inputs(project, spec, template_digest=template_digest, base_digest=base_digest)
     return ImageIdentity(spec, input_hash, reference_for(spec, input_hash), base_digest)
 
 
@@ -214,6 +188,35 @@ def uv_selection_args(project: Project, spec: ImageSpec) -> tuple[str, ...]:
     for extra in spec.extras:
         args += ["--extra", extra]
     return tuple(args)
+
+
+def selected_local_packages(project: Project, spec: ImageSpec, lock: LockFile) -> frozenset[str]:
+    """The names of the project's own packages a spec's selection holds (as
+    uv_selection_args selects them), with the local packages they depend on,
+    through the lock: what must import from working_dir, so the roots on
+    PYTHONPATH (Project.python_roots) are theirs alone."""
+    local = {project.name, *(p.name for p in project.local_packages)}
+    if spec.package:
+        start = {spec.package}
+    elif "--all-packages" in uv_selection_args(project, spec):
+        start = {project.name, *(m.name for m in project.members)}
+    else:
+        start = {project.name}
+    groups = {*spec.groups, *(("dev",) if spec.dev else ())}
+    seen: set[tuple[str, tuple[str, ...], bool]] = set()
+    todo = [(name, tuple(spec.extras), True) for name in start]  # (package, its extras, chosen by the spec)
+    while todo:
+        visit = todo.pop()
+        name, extras, chosen = visit
+        package = lock.package(name)
+        if visit in seen or name not in local or package is None:
+            continue
+        seen.add(visit)
+        deps = [*package.dependencies,
+                *(d for extra, ds in package.optional_dependencies if extra in extras for d in ds),
+                *(d for group, ds in package.dependency_groups if chosen and group in groups for d in ds)]
+        todo += [(d.name, d.extras, False) for d in deps]
+    return frozenset(name for name, _, _ in seen)
 
 
 def local_package_args(project: Project, *, verb: str) -> tuple[str, ...]:
@@ -262,9 +265,12 @@ def resolve_python(spec: ImageSpec, requires_python: str | None, interpreters: d
         if version is None and spec.python_apt:
             version = spec.python  # comes in through apt before the venv is made; verified after the build
         if version is None:
-            raise SpecError(f"{spec.source}: Python {spec.python} is asked for, but the {where} has {found}",
-                            fix=f"set base_image to an image with python{minor}, or set `python:` in the spec "
-                                "(or .python-version) to a version the base image has")
+            asked_in = spec.python_source or spec.source
+            change = (f"change {asked_in} (or set `python:` in {spec.source})" if asked_in != spec.source
+                      else f"set `python:` in {spec.source}")
+            raise SpecError(f"{asked_in}: Python {spec.python} is asked for, but the {where} has {found}",
+                            fix=f"set base_image to an image with python{minor}, or {change} to a version "
+                                "the base image has")
     elif spec.python_apt:
         raise SpecError(f"{spec.source}: python_apt brings Python into the image, but no version is asked for",
                         fix='set `python: "3.X"` to the version those packages install')
@@ -289,7 +295,7 @@ def resolve_python(spec: ImageSpec, requires_python: str | None, interpreters: d
 # ---- the recipe ----
 
 def plan_build(project: Project, identity: ImageIdentity, *, requirements: str, lock: LockFile,
-               python: str, user: str = "root") -> BuildPlan:
+               python: str, user: str = "root", workdir: str = "/") -> BuildPlan:
     """The whole recipe of an image. ``requirements`` is `uv export --frozen`
     (with hashes) of the spec's selection; ``python`` the base image's X.Y.Z."""
     spec = identity.spec
@@ -299,12 +305,13 @@ def plan_build(project: Project, identity: ImageIdentity, *, requirements: str, 
     context += [ContextFile(a.path, a.path) for a in project.path_artifacts]
     generated = [GeneratedFile(SEAL_SCRIPT, contract.in_image_source(contract.SEAL_SCRIPT))]
     layers: list[PinnedLayer | SyncLayer] = []
-    if can_split(project.pyproject):
-        for name, packages, text in pinned_layers(requirements, package_sizes(lock, spec.platform),
-                                                  spec.heavy_packages):
-            target = f"layers/{name}.txt"
-            generated.append(GeneratedFile(target, text))
-            layers.append(PinnedLayer(name, packages, target))
+    indexes = declared_indexes([project.pyproject, *(p.pyproject for p in project.local_packages if p.pyproject)])
+    for choice in pinned_layers(requirements, lock, platform=spec.platform, python=python,
+                                heavy_override=spec.heavy_packages, indexes=indexes, secrets=spec.index_secrets):
+        target = f"layers/{choice.name}.txt"
+        generated.append(GeneratedFile(target, choice.requirements))
+        layers.append(PinnedLayer(choice.name, choice.packages, target, choice.access.default_index,
+                                  choice.access.secrets))
     layers.append(SyncLayer(uv_sync_args(project, spec)))
     apt = set(spec.apt_packages)
     if needs_git(requirements):
@@ -313,6 +320,7 @@ def plan_build(project: Project, identity: ImageIdentity, *, requirements: str, 
         identity=identity,
         python=python,
         user=user or "root",
+        workdir=workdir,
         requirements=requirements,
         apt_packages=tuple(sorted(apt)),
         env=spec.env,
@@ -329,4 +337,5 @@ def plan_build(project: Project, identity: ImageIdentity, *, requirements: str, 
                 (contract.LABEL_VERSION, __version__),
                 (contract.LABEL_PYTHON, python)),
         generated_files=tuple(generated),
+        runtime_apt_packages=spec.runtime_apt_packages,
     )

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from raybake.errors import EngineError
+from raybake.dockerfile import template_digest
+from raybake.errors import EngineError, ProjectError
 from raybake.files import atomic_write
 from raybake.lockfile import parse_lock
 from raybake.paths import cache_dir
@@ -37,21 +38,21 @@ from raybake.plan import (
     uv_selection_args,
 )
 from raybake.project import Project
-from raybake.spec import ImageSpec, load_specs, select
+from raybake.sources import check_reachable, sdist_builds, target_markers, undeclared_indexes
+from raybake.spec import ImageSpec, host_platform, load_specs, select
 from raybake.tools.uv import (
     export_requirements,
     lock_check_args,
     lock_memo,
     lock_verdict,
     remember_lock_check,
-    uv_bin,
-    uv_version,
+    uv_bin_for,
 )
 
 # Every pythonX.Y a base image may carry, and its default python3.
 _PYTHON_NAMES = ("python3", *(f"python3.{minor}" for minor in range(8, 16)))
 # Runs as the base's own user: its name is the user raybake's image switches back to.
-_BASE_FACTS = ("echo \"user $(id -un 2>/dev/null || id -u)\"; for n in " + " ".join(_PYTHON_NAMES)
+_BASE_FACTS = ("echo \"user $(id -un 2>/dev/null || id -u)\"; echo \"workdir $(pwd)\"; for n in " + " ".join(_PYTHON_NAMES)
                + "; do p=$(command -v $n) && "
                "\"$p\" -c 'import platform, sys; print(sys.argv[1], platform.python_version())' $n; done; true")
 
@@ -60,6 +61,7 @@ _BASE_FACTS = ("echo \"user $(id -un 2>/dev/null || id -u)\"; for n in " + " ".j
 class BaseFacts:
     pythons: dict[str, str]  # {command: X.Y.Z} of the Pythons on the base image's PATH
     user: str  # the user the base image runs as
+    workdir: str = "/"  # its working directory (/home/ray in the Ray and Anyscale images)
 
 
 def specs_for(project: Project, names: tuple[str, ...] = (), *, all_specs: bool = False,
@@ -78,13 +80,13 @@ def identities_for(project: Project, names: tuple[str, ...] = (), *, all_specs: 
 
 def identify_all(project: Project, specs: tuple[ImageSpec, ...],
                  bases: Mapping[str, str | None]) -> tuple[ImageIdentity, ...]:
-    version = uv_version()
-    return tuple(identify(project, s, uv_version=version, base_digest=bases.get(s.base_image)) for s in specs)
+    return tuple(identify(project, s, base_digest=bases.get(s.base_image), template_digest=template_digest())
+                 for s in specs)
 
 
 def recorded_bases(project_root: Path) -> dict[str, str]:
     """The base digests raybake-pin.json records; none without a pin."""
-    from raybake.pin import read_pin
+    from raybake.pinfile import read_pin
 
     pin = read_pin(project_root)
     return dict(pin.bases) if pin else {}
@@ -133,14 +135,62 @@ def spec_requirements(project: Project, spec: ImageSpec) -> str:
 _exported: dict[tuple[str, str, tuple[str, ...]], str] = {}
 
 
+def ray_without_default(project: Project, spec_name: str, locked: Mapping[str, str | None]) -> ProjectError | None:
+    """The error for an image with Ray but not Ray's `default` extra (None when
+    it has both, or no Ray): a head then dies at start, since its dashboard and
+    job server (job submission, KubeRay's and Anyscale's jobs) need that extra.
+    ``locked`` is the spec's selection {name: version}."""
+    if "ray" not in locked:
+        return None
+    ray = parse_lock(project.lock_bytes).package("ray")
+    # uv records only the extras some dependent asked for.
+    extras = dict(ray.optional_dependencies) if ray else {}
+    if "default" in extras and all(d.name in locked for d in extras["default"]):
+        return None
+    wanted = ",".join(sorted({*extras, "default"}))  # the extras the project already has, and default
+    return ProjectError(
+        f"the image of spec '{spec_name}' has Ray without its `default` extra: a Ray head in it dies at start "
+        "(its dashboard and job server, which job submission, KubeRay and Anyscale use, need that extra)",
+        fix=f"`uv add 'ray[{wanted}]'` (or select the group or extra that has it in the spec), then rebuild")
+
+
 def make_plan(project: Project, identity: ImageIdentity) -> BuildPlan:
     spec = identity.spec
+    requirements = spec_requirements(project, spec)
+    lock = parse_lock(project.lock_bytes, str(project.root / "uv.lock"))
+    check_reachable(spec, lock, _selected(requirements, None))
     check_platform(spec.platform)
     base = base_facts(identity.base_reference)
     python = resolve_python(spec, project.requires_python, base.pythons)
-    return plan_build(project, identity, requirements=spec_requirements(project, spec),
-                      lock=parse_lock(project.lock_bytes, str(project.root / "uv.lock")), python=python,
-                      user=base.user)
+    return plan_build(project, identity, requirements=requirements, lock=lock, python=python, user=base.user,
+                      workdir=base.workdir)
+
+
+def build_warnings(project: Project, recipe: BuildPlan, environ: Mapping[str, str]) -> list[str]:
+    """What may fail the build of ``recipe``, told before it starts: index_secrets
+    that are not set here, packages locked from an index the project no longer
+    declares, packages uv must build from source in the image."""
+    spec = recipe.spec
+    lock = parse_lock(project.lock_bytes, str(project.root / "uv.lock"))
+    warnings = []
+    unset = [name for name in spec.index_secrets if not environ.get(name)]
+    if unset:
+        warnings.append(f"{', '.join(unset)} (index_secrets of {spec.source}) "
+                        f"{'is' if len(unset) == 1 else 'are'} not set here: the build passes uv no such "
+                        "credential, and an index that needs it refuses with 401/403")
+    selected = _selected(recipe.requirements, None)
+    if note := undeclared_indexes(project, lock, selected, environ):
+        warnings.append(note)
+    if note := sdist_builds(spec, lock, _selected(recipe.requirements, target_markers(spec.platform, recipe.python)),
+                            recipe.python):
+        warnings.append(note)
+    return warnings
+
+
+def _selected(requirements: str, markers: dict[str, str] | None) -> set[str]:
+    from raybake.verify import locked_selection
+
+    return set(locked_selection(requirements, markers))
 
 
 def check_platform(platform: str) -> None:
@@ -161,17 +211,18 @@ def base_facts(base_image: str) -> BaseFacts:
 
     image_id = docker.local_image_id(base_image) or _pull_base(base_image)
     memo = cache_dir() / "base-facts" / f"{image_id.replace(':', '-')}.json"
-    if memo.is_file():
-        return BaseFacts(**json.loads(memo.read_text()))
+    if memo.is_file() and "workdir" in (known := json.loads(memo.read_text())):  # older memos lack it
+        return BaseFacts(**known)
     code, out, err = docker.run_container(base_image, ["sh", "-c", _BASE_FACTS])
     if code != 0:
         raise EngineError(f"could not look for Python in the base image {base_image} (exit {code}):\n"
                           f"{(err or out).strip()[-600:]}",
                           fix="check that the base image has a shell (sh) and runs on this machine's platform")
     lines = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
-    facts = BaseFacts({k: v for k, v in lines.items() if k.startswith("python3")}, lines.get("user") or "root")
+    facts = BaseFacts({k: v for k, v in lines.items() if k.startswith("python3")}, lines.get("user") or "root",
+                      lines.get("workdir") or "/")
     if facts.pythons:  # an empty answer is not remembered: the next run asks again
-        _remember(memo, {"pythons": facts.pythons, "user": facts.user})
+        _remember(memo, {"pythons": facts.pythons, "user": facts.user, "workdir": facts.workdir})
     return facts
 
 
@@ -214,7 +265,9 @@ def check_lock_in_base(project: Project, plan: BuildPlan) -> None:
     python = "python" + ".".join(plan.python.split(".")[:2])
     code, out, err = docker.run_container(
         plan.identity.base_reference, [uv, *lock_check_args(python)],
-        mounts=((project.root, contract.PROJECT_DIR), (uv_bin(), uv)), workdir=contract.PROJECT_DIR,
+        mounts=((project.root, contract.PROJECT_DIR),
+                (uv_bin_for(host_platform(), plan.spec.uv_version, host=host_platform()), uv)),
+        workdir=contract.PROJECT_DIR,
         env={"UV_CACHE_DIR": "/tmp/raybake-uv-cache", "HOME": "/tmp"})
     lock_verdict(project, code, err or out, where=f"in the base image {plan.spec.base_image}")
     remember_lock_check(memo)

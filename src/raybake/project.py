@@ -5,7 +5,9 @@ This is the only I/O before planning; what it returns is plain frozen data."""
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -63,16 +65,36 @@ class Project:
         return (lock_header(self.lock_bytes).requires_python
                 or self.pyproject.get("project", {}).get("requires-python"))
 
-    def python_roots(self) -> tuple[str, ...]:
+    def python_roots(self, selected: Collection[str] | None = None) -> tuple[str, ...]:
         """Relative directories to put on PYTHONPATH so that the project's own
         packages import from working_dir: each local package's import root
-        (``src/``, or the package's own directory for a flat layout). The
-        working_dir itself is on sys.path already."""
+        (see _import_roots). ``selected``: the names of the local packages an
+        image's selection holds (plan.selected_local_packages); None: all of
+        them. The working_dir itself is on sys.path already."""
         nested = {p.path for p in self.local_packages}
-        roots = [] if self.virtual else [r for r in _import_roots(self.root, "", self.pyproject, nested) if r != "."]
+        roots = []
+        if not self.virtual and (selected is None or self.name in selected):
+            roots += [r for r in _import_roots(self.root, "", self.pyproject, nested) if r != "."]
         for package in self.local_packages:
-            roots += _import_roots(self.root, package.path, package.pyproject, nested)
+            if selected is None or package.name in selected:
+                roots += _import_roots(self.root, package.path, package.pyproject, nested)
         return tuple(dict.fromkeys(roots))
+
+    def declared_indexes(self) -> tuple[tuple[str | None, str], ...]:
+        """(name, URL) of every package index the project declares for uv: `[[tool.uv.index]]`,
+        `index-url` and `extra-index-url` of the root's and members' pyproject.toml and of
+        the root's uv.toml. The name is None for the unnamed ones."""
+        uv_toml = self.root / "uv.toml"
+        tables = [self.pyproject.get("tool", {}).get("uv", {}),
+                  *(p.pyproject.get("tool", {}).get("uv", {}) for p in self.local_packages),
+                  read_toml(uv_toml) if uv_toml.is_file() else {}]
+        found: list[tuple[str | None, str]] = []
+        for table in tables:
+            found += [(i.get("name"), i["url"]) for i in _list(table.get("index"))
+                      if isinstance(i, dict) and isinstance(i.get("url"), str)]
+            found += [(None, u) for u in [table.get("index-url"), *_list(table.get("extra-index-url"))]
+                      if isinstance(u, str)]
+        return tuple(dict.fromkeys(found))
 
     @property
     def root_has_dependencies(self) -> bool:
@@ -82,26 +104,76 @@ class Project:
 
 def _import_roots(root: Path, rel: str, pyproject: dict[str, Any], packages: set[str]) -> list[str]:
     """Where the packages of the local package at ``rel`` import from: the build
-    backend's own settings when it has them (hatch's wheel packages,
-    setuptools' package-dir and find.where), else ``src/`` when it holds Python
-    code, else the package's directory."""
+    backend's own settings when it has them (_declared_roots), else ``src/``
+    when it holds Python code, else the package's directory."""
     base = PurePosixPath(rel) if rel else PurePosixPath(".")
-    tool = pyproject.get("tool", {})
-    declared: list[PurePosixPath] = []
-    for pkg in tool.get("hatch", {}).get("build", {}).get("targets", {}).get("wheel", {}).get("packages", []):
-        declared.append((base / pkg).parent)
-    setuptools = tool.get("setuptools", {})
-    package_dir = setuptools.get("package-dir", {})
-    if isinstance(package_dir, dict) and isinstance(package_dir.get(""), str):
-        declared.append(base / package_dir[""])
-    found = setuptools.get("packages", {})
-    if isinstance(found, dict):
-        declared += [base / w for w in found.get("find", {}).get("where", [])]
+    declared = _declared_roots(root / base, pyproject)
     if declared:
-        return [d.as_posix() for d in declared]
+        return list(dict.fromkeys((base / d).as_posix() for d in declared))
     if _holds_python(root, base / "src", packages):
         return [(base / "src").as_posix()]
     return [base.as_posix()]
+
+
+def _declared_roots(directory: Path, pyproject: dict[str, Any]) -> list[str]:
+    """The import roots, relative to the package's ``directory``, that its build
+    backend's settings name: uv_build's module-root, Poetry's packages `from`,
+    PDM's package-dir, maturin's python-source, flit's module (in src/ or not),
+    hatch's wheel packages and sources, setuptools' package-dir and
+    packages.find.where."""
+    tool = pyproject.get("tool", {})
+    backend = pyproject.get("build-system", {}).get("build-backend", "")
+    roots: list[str] = []
+    uv_build = tool.get("uv", {}).get("build-backend")
+    if isinstance(uv_build, dict) or backend == "uv_build":
+        module_root = (uv_build or {}).get("module-root", "src")  # uv_build's default
+        roots.append(module_root if isinstance(module_root, str) and module_root else ".")
+    for entry in _list(tool.get("poetry", {}).get("packages")):
+        if isinstance(entry, dict) and "include" in entry:
+            roots.append(str(entry.get("from") or "."))
+    for setting in (tool.get("pdm", {}).get("build", {}).get("package-dir"),
+                    tool.get("maturin", {}).get("python-source")):
+        if isinstance(setting, str):
+            roots.append(setting or ".")
+    if backend.startswith("flit") or "flit" in tool:
+        module = tool.get("flit", {}).get("module", {}).get("name") or pyproject.get("project", {}).get("name", "")
+        top = str(module).split(".")[0].replace("-", "_")
+        roots.append("src" if top and (directory / "src" / top).exists() else ".")
+    hatch = tool.get("hatch", {}).get("build", {})
+    wheel = hatch.get("targets", {}).get("wheel", {})
+    roots += [PurePosixPath(p).parent.as_posix() for p in _list(wheel.get("packages")) if isinstance(p, str)]
+    roots += _hatch_sources(wheel.get("sources", hatch.get("sources")))
+    setuptools = tool.get("setuptools", {})
+    package_dir = setuptools.get("package-dir", {})
+    for package, path in (package_dir.items() if isinstance(package_dir, dict) else ()):
+        if isinstance(path, str) and package == "":
+            roots.append(path or ".")
+        elif isinstance(path, str) and "." not in package and PurePosixPath(path).name == package:
+            roots.append(PurePosixPath(path).parent.as_posix())  # {pkg = "lib/pkg"}: imports from lib/
+    found = setuptools.get("packages", {})
+    if isinstance(found, dict):
+        roots += [str(w) for w in _list(found.get("find", {}).get("where")) if isinstance(w, str)]
+    return roots
+
+
+def _hatch_sources(sources: Any) -> list[str]:
+    """hatch's ``sources``: a list of prefixes stripped from the wheel's paths, or
+    a {prefix: replacement} table; a prefix that only drops its leading
+    directories (``"src/pkg" = "pkg"``, ``"lib" = ""``) is an import root."""
+    if isinstance(sources, list):
+        return [PurePosixPath(s).as_posix() for s in sources if isinstance(s, str)]
+    roots = []
+    for prefix, replacement in (sources.items() if isinstance(sources, dict) else ()):
+        path = PurePosixPath(prefix)
+        if replacement == "":
+            roots.append(path.as_posix())
+        elif isinstance(replacement, str) and path.as_posix().endswith("/" + replacement.strip("/")):
+            roots.append(path.as_posix()[:-len(replacement.strip("/")) - 1])
+    return roots
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _holds_python(root: Path, rel: PurePosixPath, packages: set[str]) -> bool:
@@ -131,7 +203,14 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def find_root(start: Path) -> Path:
-    """The nearest directory at or above ``start`` holding a pyproject.toml."""
+    """The nearest directory at or above ``start`` holding a pyproject.toml.
+
+    ``start`` must be a directory: a mistyped one inside a project would
+    otherwise silently mean the enclosing project."""
+    if not start.is_dir():
+        what = "is not a directory" if start.exists() else "does not exist"
+        raise ProjectError(f"the project directory {start} {what}",
+                           fix="check the path given to -C/--project (default: the current directory)")
     start = start.resolve()
     for d in (start, *start.parents):
         if (d / "pyproject.toml").is_file():
@@ -156,6 +235,10 @@ def load_project(start: Path) -> Project:
     except FileNotFoundError:
         raise ProjectError(f"{lock_path} does not exist",
                            fix=f"run `uv lock` in {root} and commit uv.lock") from None
+    if (line := _conflict_marker_line(lock_bytes)) is not None:
+        raise ProjectError(f"{lock_path} holds merge-conflict markers (line {line}): a merge left it half-merged",
+                           fix=f"take one side (`git checkout --theirs uv.lock`, or --ours), then run `uv lock` "
+                               f"in {root} to redo the resolution from pyproject.toml, and commit uv.lock")
     members = _members(root, pyproject)
     packages, artifacts = _path_sources(root, pyproject, members)
     return Project(
@@ -169,6 +252,15 @@ def load_project(start: Path) -> Project:
         python_version_file=_python_version_file(root / ".python-version"),
         virtual=virtual,
     )
+
+
+_CONFLICT_MARKER = re.compile(rb"^(<{7} |={7}$|>{7} )", re.M)
+
+
+def _conflict_marker_line(data: bytes) -> int | None:
+    """The line of the first merge-conflict marker git writes (``<<<<<<< ``, ``=======``, ``>>>>>>> ``)."""
+    m = _CONFLICT_MARKER.search(data)
+    return None if m is None else data.count(b"\n", 0, m.start()) + 1
 
 
 def _python_version_file(path: Path) -> str | None:

@@ -22,7 +22,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from raybake.errors import RaybakeError
-from raybake.files import atomic_write
+from raybake.files import atomic_write, not_a_regular_file
 from raybake.hashing import canonical_bytes
 from raybake.plan import uv_sync_args
 from raybake.project import Project
@@ -108,6 +108,9 @@ def render_wrapper(project: Project, spec: ImageSpec, *, env_root: str | None = 
 def write_wrapper(text: str, path: Path) -> Path:
     """Write ``text`` to ``path`` atomically, mode 0755. Returns the absolute path."""
     path = Path(path).absolute()
+    if kind := not_a_regular_file(path):
+        raise RaybakeError(f"{path} exists and is {kind}, not a file raybake wrote; refusing to replace it",
+                           fix="pass --out with another path, or remove that one")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, text.encode("utf-8"), mode=0o755)

@@ -13,16 +13,19 @@ from __future__ import annotations
 import platform as _platform
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from raybake.errors import SpecError
+from raybake.contract import DEFAULT_UV_VERSION
+from raybake.errors import InvalidReference, SpecError
 from raybake.project import Project
+from raybake.reference import Reference
 
 IMAGES_DIR = "images"
 DEFAULT_SPEC = "default"
+_UV_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 ENV_OVERRIDES = {
     "RAYBAKE_REPOSITORY": "repository",
     "RAYBAKE_BASE_IMAGE": "base_image",
@@ -30,6 +33,10 @@ ENV_OVERRIDES = {
     "RAYBAKE_CA_BUNDLE": "ca_bundle",
 }
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# The variables uv and git read for authentication: index_secrets may name no
+# other (a CI token under any other name would reach the build for nothing).
+_AUTH_VARIABLE = re.compile(r"^(?:UV_INDEX_[A-Z0-9_]+_(?:USERNAME|PASSWORD)|UV_INDEX_URL|UV_EXTRA_INDEX_URL"
+                            r"|UV_DEFAULT_INDEX|UV_INDEX|GIT_CONFIG_COUNT|GIT_CONFIG_(?:KEY|VALUE)_[0-9]+)$")
 _DEB_PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]*(?:=[A-Za-z0-9.+~:-]+)?$")  # name[=version]
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a tab is fine in an env value
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -37,11 +44,6 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 # for `build --keep-failed`), a repository of 255.
 MAX_SPEC_NAME = 100
 MAX_REPOSITORY = 255
-# A Docker repository: optional host[:port]/, then lowercase path components.
-_REPOSITORY = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
-)
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class FieldDoc:
 # rather than with pydantic: its import alone costs more than raybake's whole
 # 0.5 s budget for an up-to-date `raybake build`.
 FIELDS: dict[str, FieldDoc] = {
-    "base": FieldDoc("hashed", str, "a base-image preset to extend: python-slim, ray or cuda (raybake's images/)"),
+    "base": FieldDoc("hashed", str, "a base-image preset to extend: python-slim, ray, anyscale or cuda (raybake's images/)"),
     "python_apt": FieldDoc("hashed", list, "Debian/Ubuntu packages that bring Python into a base without one, "
                                            "installed before the venv is made (e.g. [python3.12, python3.12-venv])"),
     "repository": FieldDoc("neutral", str, "image repository; default: the project name"),
@@ -71,12 +73,20 @@ FIELDS: dict[str, FieldDoc] = {
     "groups": FieldDoc("hashed", list, "uv dependency groups to install"),
     "extras": FieldDoc("hashed", list, "project extras to install"),
     "dev": FieldDoc("hashed", bool, "install the dev group too"),
-    "apt_packages": FieldDoc("hashed", list, "extra Debian packages"),
+    "apt_packages": FieldDoc("hashed", list, "extra Debian packages, installed below the dependencies "
+                                             "(what building an sdist needs)"),
+    "runtime_apt_packages": FieldDoc("hashed", list, "Debian packages needed only at run time (e.g. ffmpeg), "
+                                                     "installed above the dependencies: a change rebuilds that layer alone"),
     "env": FieldDoc("hashed", dict, "environment variables set in the image"),
     "platform": FieldDoc("hashed", str, "e.g. linux/amd64; default: this machine's"),
     "network": FieldDoc("neutral", str, "build network: default, host or none"),
     "ca_bundle": FieldDoc("neutral", str, "CA bundle for HTTPS through a proxy (bound in for uv only; never in a layer or the tag)"),
-    "index_secrets": FieldDoc("neutral", list, "names of environment variables (e.g. UV_INDEX_PRIVATE_PASSWORD) passed to uv as secrets"),
+    "index_secrets": FieldDoc("neutral", list, "names of environment variables passed to uv as secrets: only those uv and "
+                                               "git read for authentication (UV_INDEX_<NAME>_USERNAME/_PASSWORD, "
+                                               "UV_INDEX_URL, UV_EXTRA_INDEX_URL, UV_DEFAULT_INDEX, UV_INDEX, "
+                                               "GIT_CONFIG_COUNT/_KEY_<n>/_VALUE_<n>)"),
+    "build_with_secrets": FieldDoc("neutral", bool, "let source distributions (git sources, sdists) be built in a step "
+                                                    "that holds index_secrets: their build backends can read them"),
     "import_skip": FieldDoc("neutral", list, "top-level modules `raybake verify` does not import"),
     "compression": FieldDoc("hashed", str, "layer compression: gzip (default) or zstd (nodes unpack it several times faster; "
                                            "every node's runtime must pull zstd: containerd 1.5+, Docker 23+)"),
@@ -85,16 +95,44 @@ FIELDS: dict[str, FieldDoc] = {
                                             "when the repository names a registry; [] for none"),
     "cache_to": FieldDoc("neutral", list, "BuildKit caches to export to (buildx --cache-to; a registry gets mode=max); "
                                           "default with --push: REPOSITORY:buildcache-SPEC; [] for none"),
+    "uv_version": FieldDoc("hashed", str, f"the uv release put into the image, from its PyPI wheel (sha256-checked), "
+                                          f"e.g. \"0.13.9\"; default: raybake's own, {DEFAULT_UV_VERSION}"),
     "heavy_packages": FieldDoc("hashed", list, "packages that get a dependency layer each, lowest (default: wheels of 10 MiB or more in the lock)"),
+    # Options of the Anyscale job config (job-config --format anyscale; its flags override them).
+    "registry_login_secret": FieldDoc("neutral", str, "Anyscale: the cloud secret (e.g. an AWS Secrets Manager ARN) "
+                                                      "holding the login of a private registry the image is in"),
+    "compute_config": FieldDoc("neutral", str, "Anyscale: the compute config (NAME or NAME:VERSION) the job runs on"),
+    "cloud": FieldDoc("neutral", str, "Anyscale: the cloud the job runs in"),
+    "max_retries": FieldDoc("neutral", int, "Anyscale: how many times a failed job is retried"),
     # Project-wide ([tool.raybake]): what `raybake stage` ships as working_dir.
     # Not image inputs, so never hashed.
     "stage_include": FieldDoc("project", list, "gitignore-style patterns staged even when excluded (secrets only by exact name)"),
     "stage_exclude": FieldDoc("project", list, "gitignore-style patterns left out of the staged working_dir"),
     "stage_max_mb": FieldDoc("project", int, "size cap of the staged working_dir in MiB (default 100)"),
+    "upload": FieldDoc("project", str, "where `raybake job-config` uploads the working_dir zip, content-addressed: "
+                                       "s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or file:///SHARED/DIR"),
+    "verification_key": FieldDoc("project", str, "the PEM public key (ECDSA P-256, as cosign's) whose signed "
+                                                 "verification statement a registry image needs to count as "
+                                                 "raybake's; a file relative to the project"),
 }
+ANYSCALE_FIELDS = ("registry_login_secret", "compute_config", "cloud", "max_retries")
 PROJECT_FIELDS = tuple(k for k, f in FIELDS.items() if f.role == "project")  # [tool.raybake] only
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "a whole number", list: "a list of strings",
                dict: "a mapping of names to strings"}
+
+
+@dataclass(frozen=True)
+class AnyscaleOptions:
+    """What every Anyscale job with its own image may need; None: Anyscale's default."""
+
+    registry_login_secret: str | None = None
+    compute_config: str | None = None
+    cloud: str | None = None
+    max_retries: int | None = None
+
+    def merged(self, **flags: str | int | None) -> AnyscaleOptions:
+        """These options with the flags given (not None) taking precedence."""
+        return replace(self, **{k: v for k, v in flags.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -110,11 +148,13 @@ class ImageSpec:
     extras: tuple[str, ...] = ()
     dev: bool = False
     apt_packages: tuple[str, ...] = ()
+    runtime_apt_packages: tuple[str, ...] = ()  # installed above the dependency layers
     env: tuple[tuple[str, str], ...] = ()
     platform: str = "linux/amd64"
     network: str = "default"
     ca_bundle: Path | None = None
     index_secrets: tuple[str, ...] = ()
+    build_with_secrets: bool = False  # source distributions may be built where index_secrets are
     import_skip: tuple[str, ...] = ()
     heavy_packages: tuple[str, ...] = ()
     package: str | None = None  # uv --package
@@ -123,6 +163,10 @@ class ImageSpec:
     cache_to: tuple[str, ...] | None = None
     python_apt: tuple[str, ...] = ()  # apt packages that bring Python into a base without one
     all_packages: bool = False  # uv --all-packages
+    uv_version: str = DEFAULT_UV_VERSION  # the uv put into the image
+    python_source: str = ""  # where `python` was asked for: the spec's file or .python-version; for messages
+    anyscale: AnyscaleOptions = field(default_factory=AnyscaleOptions)  # the Anyscale job's options
+
 
 
 @dataclass(frozen=True)
@@ -132,6 +176,7 @@ class StageConfig:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     max_mb: int = 100
+    upload: str | None = None  # URI prefix job configs upload working_dir to
 
 
 def stage_config(project: Project) -> StageConfig:
@@ -141,7 +186,8 @@ def stage_config(project: Project) -> StageConfig:
     if max_mb <= 0:
         raise SpecError(f"pyproject.toml [tool.raybake]: stage_max_mb must be positive, got {max_mb}",
                         fix="set stage_max_mb to the largest working_dir you accept, in MiB (default 100)")
-    return StageConfig(tuple(config.get("stage_include", ())), tuple(config.get("stage_exclude", ())), max_mb)
+    return StageConfig(tuple(config.get("stage_include", ())), tuple(config.get("stage_exclude", ())), max_mb,
+                       config.get("upload"))
 
 
 def host_platform() -> str:
@@ -376,7 +422,7 @@ def _check_selection(project: Project, fields: Mapping[str, Any], source: str) -
 
 
 def presets() -> dict[str, Path]:
-    """raybake's base-image presets (the repository's top-level images/)."""
+    """raybake's base-image presets (package data: src/raybake/presets/)."""
     from importlib.resources import files
 
     folder = Path(str(files("raybake").joinpath("presets")))
@@ -431,26 +477,48 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         if value:
             fields[key] = value
     python = python_request(project, fields.get("python"), source)
+    python_source = source if fields.get("python") or python is None else ".python-version"
     repository = fields.get("repository") or project.name
-    if not _REPOSITORY.match(repository):
-        raise SpecError(f"{source}: repository {excerpt(repository)} is not a valid image repository",
-                        fix="use lowercase letters, digits, '.', '_', '-' and '/', "
-                            "optionally after a registry host, e.g. 127.0.0.1:5000/my-app")
     if len(repository) > MAX_REPOSITORY:
         raise SpecError(f"{source}: repository {excerpt(repository)} is {len(repository)} characters long; "
                         f"Docker allows at most {MAX_REPOSITORY}",
                         fix="shorten `repository` (or RAYBAKE_REPOSITORY)")
+    try:
+        parsed = Reference.parse(repository)
+    except InvalidReference:
+        parsed = None
+    if parsed is None or parsed.repository != repository:  # a tag or digest is raybake's to add
+        raise SpecError(f"{source}: repository {excerpt(repository)} is not a valid image repository",
+                        fix="use lowercase letters, digits, '.', '_', '-' and '/', no :TAG, "
+                            "optionally after a registry host, e.g. 127.0.0.1:5000/my-app")
     _check_selection(project, fields, source)
+    if fields.get("max_retries", 0) < 0:
+        raise SpecError(f"{source}: max_retries must be 0 or more, got {fields['max_retries']}",
+                        fix="set max_retries to how many times Anyscale retries a failed job (0: never)")
     network = fields.get("network") or "default"
     if network not in ("default", "host", "none"):
         raise SpecError(f"{source}: network must be default, host or none (got {excerpt(network)})",
                         fix="set network: host when the Docker daemon has no bridge network")
     ca_path = _ca_bundle(fields.get("ca_bundle"), source, project, environ)
+    not_auth = [k for k in fields.get("index_secrets", ()) if _ENV_NAME.match(k) and not _AUTH_VARIABLE.match(k)]
+    if not_auth:
+        raise SpecError(f"{source}: index_secrets: {excerpt(not_auth[0])} is not a variable uv or git reads for "
+                        "authentication; index_secrets reach only the build's uv step, and only those variables",
+                        fix="name the index's credentials UV_INDEX_<NAME>_USERNAME and UV_INDEX_<NAME>_PASSWORD "
+                            "(NAME: the [[tool.uv.index]] name in capitals), or pass a git host's token in "
+                            "GIT_CONFIG_COUNT/GIT_CONFIG_KEY_0/GIT_CONFIG_VALUE_0; set those on the host from "
+                            "the variable you have")
     compression = fields.get("compression") or "gzip"
     if compression not in ("gzip", "zstd"):
         raise SpecError(f"{source}: compression must be gzip or zstd (got {excerpt(compression)})",
                         fix="set compression: zstd for faster pulls on nodes that support it, else leave it out")
-    bad_apt = [p for p in (*fields.get("python_apt", ()), *fields.get("apt_packages", ()))
+    uv_version = fields.get("uv_version") or DEFAULT_UV_VERSION
+    if not _UV_VERSION.match(uv_version):
+        raise SpecError(f"{source}: uv_version must be a uv release like {DEFAULT_UV_VERSION} "
+                        f"(got {excerpt(uv_version)})",
+                        fix="set uv_version to a release on https://pypi.org/project/uv/, or remove it")
+    bad_apt = [p for p in (*fields.get("python_apt", ()), *fields.get("apt_packages", ()),
+                           *fields.get("runtime_apt_packages", ()))
                if not _DEB_PACKAGE.match(p)]
     if bad_apt:
         raise SpecError(f"{source}: {excerpt(bad_apt[0])} is not a Debian package name",
@@ -478,15 +546,18 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
                                     source),
         python_apt=tuple(fields.get("python_apt", ())),
         python=python,
+        python_source=python_source,
         groups=tuple(sorted(set(fields.get("groups", ())))),
         extras=tuple(sorted(set(fields.get("extras", ())))),
         dev=fields.get("dev", False),
         apt_packages=tuple(sorted(set(fields.get("apt_packages", ())))),
+        runtime_apt_packages=tuple(sorted(set(fields.get("runtime_apt_packages", ())))),
         env=tuple(sorted(fields.get("env", {}).items())),
         platform=fields.get("platform") or host_platform(),
         network=network,
         ca_bundle=ca_path,
         index_secrets=tuple(sorted(set(fields.get("index_secrets", ())))),
+        build_with_secrets=fields.get("build_with_secrets", False),
         import_skip=tuple(sorted(set(fields.get("import_skip", ())))),
         heavy_packages=tuple(sorted(set(fields.get("heavy_packages", ())))),
         package=_package(project, fields.get("package"), source),
@@ -494,6 +565,8 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         compression=compression,
         cache_from=tuple(fields["cache_from"]) if "cache_from" in fields else None,
         cache_to=tuple(fields["cache_to"]) if "cache_to" in fields else None,
+        uv_version=uv_version,
+        anyscale=AnyscaleOptions(**{k: fields[k] for k in ANYSCALE_FIELDS if k in fields}),
     )
 
 

@@ -44,9 +44,11 @@ from pathlib import Path
 from pathspec import GitIgnoreSpec
 
 from raybake.errors import StageError
+from raybake.lockfile import parse_lock
+from raybake.plan import selected_local_packages
 from raybake.progress import format_size
 from raybake.project import Project, load_project
-from raybake.spec import StageConfig, stage_config
+from raybake.spec import ImageSpec, StageConfig, stage_config
 
 # Never useful on a worker. build/ and dist/ are anchored (to the root here,
 # to each workspace member at stage time): a package named `build` deeper in
@@ -69,12 +71,14 @@ SECRET_EXCLUDES: tuple[str, ...] = (
     "**/.docker/config.json", ".dockercfg", "**/.cargo/credentials", "**/.cargo/credentials.toml",
     "**/.m2/settings.xml", "**/.m2/settings-security.xml", "**/.gradle/gradle.properties",
     "**/.composer/auth.json", "**/.config/gh/hosts.yml", "**/.circleci/cli.yml", ".htpasswd",
+    # Python's: pip's and uv's configuration (index URLs with credentials), Poetry's auth.toml
+    "pip.conf", "pip.ini", "uv.toml", "auth.toml",
     # databases
     ".pgpass", ".my.cnf",
     # clouds and ML platforms
     ".aws/", ".azure/", "**/.config/gcloud/", "application_default_credentials.json",
     ".boto", ".s3cfg", ".databrickscfg", "**/.kaggle/kaggle.json", "**/huggingface/token",
-    "**/.huggingface/token",
+    "**/.huggingface/token", ".huggingface_token", "rclone.conf", "**/.mc/config.json",
     # Kubernetes
     ".kube/", "kubeconfig", "kubeconfig.*", "*.kubeconfig",
     # Vault, Terraform
@@ -87,9 +91,15 @@ SECRET_EXCLUDES: tuple[str, ...] = (
     "secrets.toml", ".secrets",
 )
 # By content, in the first SNIFF_BYTES of every file: PEM/OpenSSH/PGP/PuTTY
-# private keys, and Google service-account or authorized-user JSON keys.
+# private keys, Google service-account or authorized-user JSON keys, an AWS
+# secret key assigned on a line of its own (credentials files, .env-style
+# files under any name; code passing aws_secret_access_key=... is not), and an
+# http(s) URL with a literal password (an index URL in a config file under any
+# name; a template such as https://{user}:${TOKEN}@ is not).
 SNIFF_BYTES = 64 * 1024
 _PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|PuTTY-User-Key-File-\d+:")
+_AWS_SECRET = re.compile(rb"(?im)^[ \t]*(?:export[ \t]+)?aws_secret_access_key[ \t]*[=:][ \t]*[\"']?[A-Za-z0-9/+]{20,}")
+_URL_PASSWORD = re.compile(rb"(?i)\b(?:git\+)?https?://[^\s/?#@:'\"]+:[^\s/?#@'\"{}$<>]+@[a-z0-9.-]")
 _KEY_JSON = (
     (re.compile(rb'"type"\s*:\s*"service_account"'), re.compile(rb'"private_key"\s*:')),
     (re.compile(rb'"type"\s*:\s*"authorized_user"'), re.compile(rb'"refresh_token"\s*:')),
@@ -131,8 +141,8 @@ class _File:
 
 
 def looks_like_credentials(prefix: bytes) -> bool:
-    """Whether the first bytes of a file hold a private key or a cloud key file."""
-    return bool(_PRIVATE_KEY.search(prefix)) or any(
+    """Whether the first bytes of a file hold a private key, a cloud key or a password in a URL."""
+    return bool(_PRIVATE_KEY.search(prefix) or _AWS_SECRET.search(prefix) or _URL_PASSWORD.search(prefix)) or any(
         kind.search(prefix) and secret.search(prefix) for kind, secret in _KEY_JSON)
 
 
@@ -145,20 +155,16 @@ class _Verdict(enum.Enum):
 _Layers = tuple[tuple[str, GitIgnoreSpec], ...]  # (directory prefix "a/b/" or "", its rules), root first
 
 
-def stage_project(project: Project, out: Path) -> StagedTree:
-    """Stage ``project`` into ``out`` with the settings of ``[tool.raybake]``."""
+def stage_project(project: Project, out: Path, spec: ImageSpec | None = None) -> StagedTree:
+    """Stage ``project`` into ``out`` with the settings of ``[tool.raybake]``;
+    its PYTHONPATH holds the import roots of the local packages ``spec``
+    selects (of every one without a spec)."""
     config = stage_config(project)
+    selected = (None if spec is None else
+                selected_local_packages(project, spec, parse_lock(project.lock_bytes, str(project.root / "uv.lock"))))
     return stage_tree(project.root, out, include=config.include, exclude=config.exclude,
                       max_bytes=config.max_mb * 2**20, members=[m.path for m in project.members],
-                      roots=project.python_roots())
-
-
-def ray_excludes(config: StageConfig) -> tuple[str, ...]:
-    """Ray `excludes` patterns that leave out what `raybake stage` leaves out, for
-    tools that upload the project directory themselves (the Anyscale CLI).
-    Ray applies .gitignore and .rayignore files itself; content-based secret
-    detection has no pattern, so staging (raybake stage) remains the safe path."""
-    return tuple(sorted({*DEFAULT_EXCLUDES, *SECRET_EXCLUDES, NEVER_STAGED, *config.exclude}))
+                      roots=project.python_roots(selected))
 
 
 def stage_tree(project_root: Path, out: Path, *, include: Sequence[str] = (),
@@ -400,9 +406,10 @@ def _check_size(files: Sequence[_File], max_bytes: int) -> None:
     if biggest_dirs:
         lines.append("largest top-level directories:")
         lines += [f"  {format_size(size):>10}  {name}" for name, size in biggest_dirs]
+    # Name the largest file when leaving it out is enough (a data file beside the code), else its directory.
+    example = largest[0].rel if total - largest[0].size <= max_bytes or not biggest_dirs else biggest_dirs[0][0]
     raise StageError("\n".join(lines),
-                     fix="leave out what the job does not need: add patterns (e.g. "
-                         f"{(biggest_dirs[0][0] if biggest_dirs else largest[0].rel)!r}) to .rayignore or "
+                     fix=f"leave out what the job does not need: add patterns (e.g. {example!r}) to .rayignore or "
                          "to stage_exclude in [tool.raybake]; or raise stage_max_mb there")
 
 

@@ -18,19 +18,22 @@ from raybake.errors import JobFailed, ToolError
 from raybake.jobs import (
     Client,
     check_client,
+    cluster_image,
     image_python,
     image_ray_version,
     locked_packages,
+    on_this_machine,
+    pullable_reference,
     ray_job_config,
 )
 from raybake.localcluster import local_head
 from raybake.plan import ImageIdentity
-from raybake.planner import identities_for
+from raybake.planner import identities_for, ray_without_default
 from raybake.progress import Reporter, format_size
 from raybake.project import load_project
 from raybake.stage import StagedTree, stage_project
 from raybake.tools import docker
-from raybake.tools.ray import submit_and_follow
+from raybake.tools.ray import connect, install_ray, submit_and_follow
 from raybake.verify import verify_or_raise
 
 
@@ -47,15 +50,23 @@ def submit(project_dir: Path, names: tuple[str, ...], command: Sequence[str], *,
     (plan,) = identities_for(project, names)
     address = address or os.environ.get("RAY_ADDRESS")
     # Before anything starts: no Ray in the image, or a client that cannot talk to it, no job.
-    image_ray = image_ray_version(locked_packages(project, plan), plan.spec.name)
+    locked = locked_packages(project, plan)
+    image_ray = image_ray_version(locked, plan.spec.name)
+    if problem := ray_without_default(project, plan.spec.name, locked):
+        raise problem
+    # A cluster elsewhere runs the image from a registry: a local name cannot reach it.
+    purpose = f"submit --address {address}"
+    remote = address is not None and not on_this_machine(address)
+    if remote:
+        pullable_reference(project, plan, purpose)
     client = Client.here() if address else None
     if client is not None:
         if client.ray is None:
             raise ToolError("Ray is not installed where raybake runs, and submitting to --address needs a Ray "
-                            "job client", fix=f"install the image's Ray here: `uv pip install "
-                                              f"'ray[default]=={image_ray}'` (raybake's `ray` extra)")
+                            "job client", fix=f"install the image's Ray here: `{install_ray(image_ray)}`")
         check_client(client, image_ray=image_ray, image_python=plan.spec.python,
                      requires_python=project.requires_python)
+        connect(address)  # a wrong or silent address fails now, not after a build
     result = ensure_image(project, plan, reporter=reporter, verify=verify_or_raise, lock_checked=check_lock(project))
     reporter.step(f"image {plan.reference}: {result.status}")
     # Run what was checked, by ID or digest: the tag could be moved in between.
@@ -64,10 +75,11 @@ def submit(project_dir: Path, names: tuple[str, ...], command: Sequence[str], *,
         check_client(client, image_ray=image_ray, image_python=image_python(plan, plan.reference),
                      requires_python=project.requires_python)
     with tempfile.TemporaryDirectory(prefix="raybake-submit-") as tmp:
-        staged = stage_project(project, Path(tmp) / "working_dir")
+        staged = stage_project(project, Path(tmp) / "working_dir", plan.spec)
         reporter.step(f"staged {len(staged.files)} files ({format_size(staged.total_bytes)}) for working_dir")
         if address:
-            config = ray_job_config(plan, staged, command, image=plan.reference)
+            named = cluster_image(project, plan, purpose) if remote else plan.reference
+            config = ray_job_config(plan, staged, command, image=named)
             reporter.step(f"submitting `{config['entrypoint']}` to {address}")
             return submit_and_follow(address, on_log=reporter.job_line, head_outlives_job=True, **config)
         with local_head(image, on_step=reporter.step) as local:

@@ -34,10 +34,14 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
 
+# A login shell (`bash -l`: KubeRay's ENABLE_LOGIN_SHELL, its operators before
+# v1.4) runs /etc/profile, which sets PATH anew and drops /opt/venv/bin, so
+# `ray` would not be found: /etc/profile.d/raybake-venv.sh, which it sources, puts it back.
 # `python -m venv` seeds pip from the interpreter's bundled wheel (no network):
 # Ray bootstraps per-task environments with pip. SOURCE_DATE_EPOCH makes the
 # .pyc files hash-based and is every new file's time, so the layer is reproducible
-# (a COPY of uv would stamp /usr/local/bin with the build's time).
+# (a COPY of uv would stamp /usr/local/bin with the build's time; BuildKit's mount
+# points for /etc/hosts and /etc/resolv.conf stamp /etc, which the layer carries).
 RUN --mount=type=bind,from=uv,target=/run/raybake-uv \
     if [ -n "${PYTHON_APT_PACKAGES}" ] && ! command -v "python${PYTHON_VERSION}" >/dev/null; then \
       apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${PYTHON_APT_PACKAGES} \
@@ -49,8 +53,11 @@ RUN --mount=type=bind,from=uv,target=/run/raybake-uv \
  && /opt/venv/bin/python -c "import pip" \
  && rm -rf /root/.cache \
  && cp /run/raybake-uv/uv /usr/local/bin/uv \
- && mkdir -p /opt/project \
- && find /opt /usr/local/bin/uv /usr/local/bin -maxdepth 0 -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} + \
+ && mkdir -p /opt/project /etc/profile.d \
+ && printf '%s\n' 'case ":$PATH:" in *:/opt/venv/bin:*) ;; *) PATH="/opt/venv/bin:$PATH"; export PATH ;; esac' \
+      > /etc/profile.d/raybake-venv.sh \
+ && find /etc /opt /usr/local/bin/uv /usr/local/bin /etc/profile.d /etc/profile.d/raybake-venv.sh -maxdepth 0 \
+      -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} + \
  && find /opt/venv /opt/project -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} +
 
 WORKDIR /opt/project
@@ -117,6 +124,7 @@ RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
  && cd /opt/project && UV_COMPILE_BYTECODE=0 UV_CACHE_DIR=/root/.cache/uv uv sync --frozen --no-install-project --no-dev --no-default-groups \
  && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
 USER ray
+WORKDIR /home/ray
 LABEL dev.raybake.input-hash="<hash>" \
       dev.raybake.spec="default" \
       dev.raybake.project="ray-app" \

@@ -34,10 +34,14 @@ ENV VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}
 
+# A login shell (`bash -l`: KubeRay's ENABLE_LOGIN_SHELL, its operators before
+# v1.4) runs /etc/profile, which sets PATH anew and drops /opt/venv/bin, so
+# `ray` would not be found: /etc/profile.d/raybake-venv.sh, which it sources, puts it back.
 # `python -m venv` seeds pip from the interpreter's bundled wheel (no network):
 # Ray bootstraps per-task environments with pip. SOURCE_DATE_EPOCH makes the
 # .pyc files hash-based and is every new file's time, so the layer is reproducible
-# (a COPY of uv would stamp /usr/local/bin with the build's time).
+# (a COPY of uv would stamp /usr/local/bin with the build's time; BuildKit's mount
+# points for /etc/hosts and /etc/resolv.conf stamp /etc, which the layer carries).
 RUN --mount=type=bind,from=uv,target=/run/raybake-uv \
     if [ -n "${PYTHON_APT_PACKAGES}" ] && ! command -v "python${PYTHON_VERSION}" >/dev/null; then \
       apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${PYTHON_APT_PACKAGES} \
@@ -49,8 +53,11 @@ RUN --mount=type=bind,from=uv,target=/run/raybake-uv \
  && /opt/venv/bin/python -c "import pip" \
  && rm -rf /root/.cache \
  && cp /run/raybake-uv/uv /usr/local/bin/uv \
- && mkdir -p /opt/project \
- && find /opt /usr/local/bin/uv /usr/local/bin -maxdepth 0 -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} + \
+ && mkdir -p /opt/project /etc/profile.d \
+ && printf '%s\n' 'case ":$PATH:" in *:/opt/venv/bin:*) ;; *) PATH="/opt/venv/bin:$PATH"; export PATH ;; esac' \
+      > /etc/profile.d/raybake-venv.sh \
+ && find /etc /opt /usr/local/bin/uv /usr/local/bin /etc/profile.d /etc/profile.d/raybake-venv.sh -maxdepth 0 \
+      -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} + \
  && find /opt/venv /opt/project -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} +
 
 WORKDIR /opt/project
@@ -60,7 +67,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl git \
  && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log /var/cache/ldconfig/aux-cache
 ENV OMP_NUM_THREADS="1"
-RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
+RUN --mount=type=tmpfs,target=/root/.cache/uv \
     --mount=type=bind,source=pyproject.toml,target=/opt/project/pyproject.toml \
     --mount=type=bind,source=uv.lock,target=/opt/project/uv.lock \
     --mount=type=bind,source=raybake/seal_layer.py,target=/opt/project/raybake/seal_layer.py \
@@ -70,7 +77,7 @@ RUN --mount=type=cache,target=/root/.cache/uv,id=raybake-uv-cache \
     if [ -s /run/raybake-ca/ca.pem ]; then export SSL_CERT_FILE=/run/raybake-ca/ca.pem; fi \
  && if [ -e /run/secrets/UV_INDEX_CORP_PASSWORD ]; then export UV_INDEX_CORP_PASSWORD="$(cat /run/secrets/UV_INDEX_CORP_PASSWORD)"; fi \
  && start=$(PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python -c 'import time; print(time.time())') \
- && cd /opt/project && UV_COMPILE_BYTECODE=0 UV_CACHE_DIR=/root/.cache/uv uv sync --frozen --no-install-project --no-default-groups --group dev --extra table \
+ && cd /opt/project && UV_COMPILE_BYTECODE=0 UV_CACHE_DIR=/root/.cache/uv UV_NO_BUILD=1 uv sync --frozen --no-install-project --no-default-groups --group dev --extra table \
  && SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH PYTHONDONTWRITEBYTECODE=1 /opt/venv/bin/python /opt/project/raybake/seal_layer.py "$start"
 LABEL dev.raybake.input-hash="<hash>" \
       dev.raybake.spec="default" \

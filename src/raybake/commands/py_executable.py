@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from raybake.commands.options import project_option
+from raybake.commands.options import project_option, spec_override_options
 from raybake.project import load_project
 from raybake.py_executable import (
     DEFAULT_ENV_ROOT,
@@ -37,6 +37,7 @@ Prints the wrapper's path; the runtime_env to use goes to stderr."""
 @click.option("--out", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where to write the wrapper "
                    f"[default: <project root>/{DEFAULT_OUT.as_posix()}].")
+@spec_override_options
 @project_option
 def command(name: str | None, out: Path | None, project_dir: Path) -> None:
     project = load_project(project_dir)

@@ -2,16 +2,18 @@ from pathlib import Path
 
 import click
 
-from raybake.commands.options import project_option
-from raybake.console import ConsoleReporter
+from raybake.commands.options import progress_mode, progress_options, project_option, spec_override_options
+from raybake.console import console_reporter
 
 
 @click.command("submit", context_settings={"ignore_unknown_options": True})
 @click.argument("args", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.option("--address", envvar="RAY_ADDRESS",
-              help="Ray dashboard address (default: $RAY_ADDRESS; none: a local head inside the image).")
+@click.option("--address", envvar="RAY_ADDRESS", show_envvar=True,
+              help="Ray dashboard address (none: a one-node Ray inside the image).")
+@progress_options
+@spec_override_options
 @project_option
-def command(args: tuple[str, ...], address: str | None, project_dir: Path) -> None:
+def command(args: tuple[str, ...], address: str | None, progress: str, quiet: bool, project_dir: Path) -> None:
     """Build if needed, stage the source, run a Ray job: raybake submit [NAME] -- CMD...
 
     With no --address and no RAY_ADDRESS, a one-node Ray cluster is started
@@ -27,4 +29,5 @@ def command(args: tuple[str, ...], address: str | None, project_dir: Path) -> No
     spec_names = {s.name for s in load_specs(load_project(project_dir), os.environ)}
     if len(args) > 1 and args[0] in spec_names:
         names, args = (args[0],), args[1:]
-    submit(project_dir, names, list(args), address=address, reporter=ConsoleReporter())
+    with console_reporter(progress_mode(progress, quiet)) as reporter:
+        submit(project_dir, names, list(args), address=address, reporter=reporter)

@@ -10,9 +10,13 @@
 # environment's python. A killed installer releases the lock and leaves only
 # its temporary directory, which the next installer removes.
 #
-# Only this user may write where the interpreter comes from: the root (and the
-# directories above it) must not be writable by other users, and the root, the
-# environment and its marker must be this user's; anything else is refused.
+# Only this user may write where the interpreter comes from: the root is
+# resolved to its real path once (a symlink is never followed again), and the
+# root, the environment, its venv, bin directory and marker must be this user's,
+# the interpreter and every directory above the root and above the interpreter
+# root's or this user's, none writable by other users (a sticky directory such
+# as /tmp aside); anything else is refused. So no other user can change what
+# is checked before it is executed: there is no check-then-exec race.
 #
 # Run-time settings (environment variables):
 #   RAYBAKE_ENV_ROOT     where environments live (default: @ENV_ROOT_DOC@)
@@ -47,10 +51,14 @@ case $ROOT in
     /*) ;;
     *) ROOT=$PWD/$ROOT ;;
 esac
-ENV_DIR=$ROOT/$KEY
-VENV=$ENV_DIR/venv
-MARKER=$ENV_DIR/.raybake-done
-LOCK=$ROOT/$KEY.lock
+# The paths under ROOT; called again once ROOT is its real path.
+set_paths() {
+    ENV_DIR=$ROOT/$KEY
+    VENV=$ENV_DIR/venv
+    MARKER=$ENV_DIR/.raybake-done
+    LOCK=$ROOT/$KEY.lock
+}
+set_paths
 FIX_ROOT="set RAYBAKE_ENV_ROOT to a directory only this user can write (the default, \$XDG_CACHE_HOME/raybake-envs or ~/.cache/raybake-envs, is created with mode 0700)"
 
 # The environment is keyed by the uv.lock this script was generated from: a
@@ -71,8 +79,10 @@ owner_mode() {
     mode=${info#* }
 }
 
-# Dies unless $1 ($2 names it) belongs to this user and no one else may write it.
+# Dies unless $1 ($2 names it) is no symlink, belongs to this user and no one else may write it.
 mine() {
+    [ ! -L "$1" ] ||
+        die "refusing to use $2 $1: it is a symlink, which could lead elsewhere by the time it is used; fix: $3"
     owner_mode "$1"
     [ "$owner" = "$ME" ] ||
         die "refusing to use $2 $1: it belongs to uid $owner, not to this user (uid $ME), who could plant an interpreter there; fix: $3"
@@ -82,24 +92,49 @@ mine() {
     esac
 }
 
-# The root must be safe, and so must every directory above it: whoever may
-# rename the root (or an ancestor) could put another in its place. Ancestors
-# may be root's, and writable by others when sticky (like /tmp).
-check_root() {
-    mine "$ROOT" "the environment root" "$FIX_ROOT, or \`chmod go-w $ROOT\` if it is yours"
-    dir=$ROOT
+# Dies unless every directory above the real path $1 ($2 names it) is root's
+# or this user's and, unless sticky (like /tmp), not writable by others:
+# whoever may rename one of them could put another $2 in its place.
+above_is_safe() {
+    dir=$1
     while [ -n "$dir" ] && [ "$dir" != / ]; do
         dir=${dir%/*}
         [ -n "$dir" ] || dir=/
         owner_mode "$dir"
         [ "$owner" = 0 ] || [ "$owner" = "$ME" ] ||
-            die "refusing to use the environment root $ROOT: $dir above it belongs to uid $owner, who could replace it; fix: $FIX_ROOT"
+            die "refusing to use $2 $1: $dir above it belongs to uid $owner, who could replace it; fix: $3"
         case $mode in
             [1357]???) ;;
             *[2367]? | *[2367])
-                die "refusing to use the environment root $ROOT: other users may write $dir above it (mode $mode, not sticky) and could replace it; fix: $FIX_ROOT" ;;
+                die "refusing to use $2 $1: other users may write $dir above it (mode $mode, not sticky) and could replace it; fix: $3" ;;
         esac
     done
+}
+
+# The root is used by its real path from here on: a symlink on the way (the
+# root itself, or a directory above it) is resolved once and checked where it
+# leads, never followed again.
+check_root() {
+    real=$(realpath -e -- "$ROOT" 2>/dev/null) || die "cannot resolve $ROOT (realpath from coreutils is needed)"
+    ROOT=$real
+    set_paths
+    mine "$ROOT" "the environment root" "$FIX_ROOT, or \`chmod go-w $ROOT\` if it is yours"
+    above_is_safe "$ROOT" "the environment root" "$FIX_ROOT"
+}
+
+# The interpreter the venv's python leads to (the venv's own links are
+# checked by is_done): root's or this user's, not writable by others, nor
+# replaceable through a directory above it.
+check_interpreter() {
+    python=$(realpath -e -- "$VENV/bin/python" 2>/dev/null) || die "cannot resolve $VENV/bin/python"
+    owner_mode "$python"
+    [ "$owner" = 0 ] || [ "$owner" = "$ME" ] ||
+        die "refusing to run $python (the interpreter of $VENV): it belongs to uid $owner; fix: make the environment with a Python of root's or this user's"
+    case $mode in
+        *[2367]? | *[2367])
+            die "refusing to run $python (the interpreter of $VENV): other users may write it (mode $mode); fix: \`chmod go-w $python\`" ;;
+    esac
+    above_is_safe "$python" "the interpreter" "make the environment with a Python that only root or this user can replace"
 }
 
 is_done() {
@@ -107,6 +142,8 @@ is_done() {
     fix="remove $ENV_DIR (this user did not make it), or $FIX_ROOT"
     mine "$ENV_DIR" "the environment" "$fix"
     mine "$MARKER" "the done marker" "$fix"
+    mine "$VENV" "the environment" "$fix"
+    mine "$VENV/bin" "the environment" "$fix"
     IFS= read -r done_key <"$MARKER" && [ "$done_key" = "$KEY" ] && [ -x "$VENV/bin/python" ]
 }
 
@@ -114,6 +151,7 @@ is_done() {
 if [ -d "$ROOT" ]; then
     check_root
     if is_done; then
+        check_interpreter
         exec "$VENV/bin/python" "$@"
     fi
 fi
@@ -165,4 +203,6 @@ if ! is_done; then
 fi
 
 exec 9>&-
+is_done || die "the environment $VENV is not complete after its install"
+check_interpreter
 exec "$VENV/bin/python" "$@"

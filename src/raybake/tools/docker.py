@@ -10,26 +10,33 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import socket
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from raybake.contract import LABEL_INPUT_HASH
-from raybake.errors import BuildError, EngineError, InvalidReference, RegistryError, ToolTimeout
+from raybake.contract import LABEL_INPUT_HASH, LABEL_OWNER
+from raybake.errors import (BuildError, EngineError, ImageVanished, InvalidReference, RegistryError,
+                            ToolTimeout)
 from raybake.reference import Reference
-from raybake.settings import BUILD_TIMEOUT, PUSH_TIMEOUT, REGISTRY_TIMEOUT
+from raybake.settings import BUILD_TIMEOUT, DOCKER_TIMEOUT, PUSH_TIMEOUT, REGISTRY_TIMEOUT
 from raybake.tools.docker_errors import DockerFailure, classify
 from raybake.tools.run import run, stream
 
 log = logging.getLogger("raybake.docker")
 
-ENGINE_FIX = ("start the Docker daemon (on this project's test machines: `bash buildkit/engine-up`; "
-              "elsewhere: `sudo systemctl start docker`) and check `docker info`")
-BUILDX_FIX = "install the buildx plugin (Debian: `apt-get install docker-buildx`; see buildkit/engine-up)"
+ENGINE_FIX = ("start the Docker daemon (`sudo systemctl start docker`, or `sudo dockerd &` without systemd; "
+              "DOCKER_HOST when it listens elsewhere) and check `docker info`")
+DENIED_FIX = ("the daemon runs, but this user may not use its socket: add the user to the docker group "
+              "(`sudo usermod -aG docker $USER`, then log in again or run `newgrp docker`), or point DOCKER_HOST "
+              "at a daemon this user may use (rootless Docker)")
+BUILDX_FIX = ("install Docker's buildx plugin (Debian/Ubuntu: `apt-get install docker-buildx`, with Docker's own "
+              "packages `docker-buildx-plugin`) and check `docker buildx version`")
 REGISTRY_FIX = ("check the registry address in `repository` (or RAYBAKE_REPOSITORY) and that the registry is up; "
                 f"a slow registry: raise {REGISTRY_TIMEOUT.variable}")
 
@@ -53,6 +60,8 @@ def _engine_error(text: str) -> EngineError | InvalidReference | None:
     kind, evidence = classify(text)
     if kind is DockerFailure.DAEMON_DOWN:
         return EngineError("the Docker daemon is not reachable", fix=ENGINE_FIX)
+    if kind is DockerFailure.DAEMON_DENIED:
+        return EngineError(f"this user may not use the Docker daemon: {evidence}", fix=DENIED_FIX)
     if kind is DockerFailure.BUILDX_MISSING:
         return EngineError("Docker's buildx plugin (BuildKit) is missing", fix=BUILDX_FIX)
     if kind is DockerFailure.BAD_NAME:
@@ -85,8 +94,21 @@ def _call(fn, *args, **kwargs):
 # The existence queries run on every `raybake build`, including the up-to-date
 # path whose budget is 0.5 s; importing python-on-whales alone takes about
 # 0.8 s here, so they ask the docker CLI directly.
-def _docker_query(args: list[str], *, timeout: float = 60) -> tuple[int, str]:
-    proc = run(["docker", *args], check=False, timeout=timeout)
+def _docker_query(args: list[str], *, timeout: float | None = None) -> tuple[int, str]:
+    """(exit code, output) of a docker CLI call. ``timeout``: the caller's own
+    bound (a registry query), whose ToolTimeout it handles; by default the
+    daemon's, RAYBAKE_DOCKER_TIMEOUT, whose expiry is an EngineError."""
+    limit = timeout or DOCKER_TIMEOUT.value()
+    try:
+        proc = run(["docker", *args], check=False, timeout=limit)
+    except ToolTimeout:
+        if timeout is not None:
+            raise
+        raise EngineError(f"the Docker daemon did not answer `docker {args[0]}` within {limit:.0f} s",
+                          fix="check the daemon: `docker info` should answer at once; restart it "
+                              "(`sudo systemctl restart docker`), and check that DOCKER_HOST or the docker "
+                              f"context names it; for a slow daemon raise "
+                              f"{DOCKER_TIMEOUT.variable}") from None
     text = (proc.stderr or proc.stdout).strip()
     if proc.returncode != 0 and (mapped := _engine_error(text)) is not None:
         raise mapped
@@ -98,6 +120,7 @@ class LocalImage:
     image_id: str
     size: int
     labels: Mapping[str, str]
+    env: tuple[str, ...] = ()  # the image config's KEY=VALUE entries
 
     @property
     def input_hash(self) -> str | None:
@@ -107,11 +130,12 @@ class LocalImage:
 def local_image(reference: str) -> LocalImage | None:
     """What the local store holds under ``reference``, or None."""
     code, text = _docker_query(["image", "inspect", "--format",
-                                '{"id": {{json .Id}}, "size": {{json .Size}}, "labels": {{json .Config.Labels}}}',
+                                '{"id": {{json .Id}}, "size": {{json .Size}}, "labels": {{json .Config.Labels}}, '
+                                '"env": {{json .Config.Env}}}',
                                 reference])
     if code == 0:
         data = json.loads(text)
-        return LocalImage(data["id"], int(data["size"] or 0), dict(data["labels"] or {}))
+        return LocalImage(data["id"], int(data["size"] or 0), dict(data["labels"] or {}), tuple(data["env"] or ()))
     if "No such image" in text or "No such object" in text:
         return None
     raise EngineError(f"cannot inspect {reference}: {text}", fix=ENGINE_FIX)
@@ -136,6 +160,21 @@ def registry_image(reference: str, platform: str | None = None) -> RegistryImage
 
     Anything other than a clear "not found" is an error: raybake never assumes
     an image exists (or not) because the registry could not be asked."""
+    data = _inspect_registry(reference)
+    if data is None:
+        return None
+    return RegistryImage(data["digest"], _config_label(data.get("image"), platform, LABEL_INPUT_HASH))
+
+
+def registry_label(reference: str, label: str) -> str | None:
+    """A label of the image config ``reference`` names in its registry; None
+    when the tag is absent or the config lacks the label."""
+    data = _inspect_registry(reference)
+    return None if data is None else _config_label(data.get("image"), None, label)
+
+
+def _inspect_registry(reference: str) -> dict[str, Any] | None:
+    """{"digest", "image"} of ``reference`` from imagetools; None when the tag is absent."""
     timeout = REGISTRY_TIMEOUT.value()
     # `docker manifest inspect` misses OCI manifests on plain-HTTP registries.
     try:
@@ -151,7 +190,7 @@ def registry_image(reference: str, platform: str | None = None) -> RegistryImage
         except ValueError:
             raise RegistryError(f"the registry's description of {reference} is not readable: {text[:300]}",
                                 fix=REGISTRY_FIX) from None
-        return RegistryImage(data["digest"], _config_label(data.get("image"), platform, LABEL_INPUT_HASH))
+        return data
     kind, _ = classify(text)
     if kind is DockerFailure.NOT_FOUND:
         return None
@@ -198,12 +237,14 @@ class BuildRequest:
     compression: str = "gzip"  # of the layers
 
 
-def build_argv(req: BuildRequest) -> list[str]:
+def build_argv(req: BuildRequest, *, cache_only: bool = False) -> list[str]:
     # --load writes Docker's gzip image. Another compression goes through the image
     # exporter into the same store, with OCI media types: containerd cannot unpack
     # Docker's zstd media type (seen with containerd 1.6).
     output = ["--load"] if req.compression == "gzip" else [
         "--output", f"type=image,compression={req.compression},force-compression=true,oci-mediatypes=true"]
+    if cache_only:
+        output = ["--output", "type=cacheonly"]
     argv = ["docker", "buildx", "build", "--file", str(req.dockerfile), "--platform", req.platform,
             *output, "--provenance=false", "--progress=plain", "--metadata-file", str(req.metadata_file)]
     for name, path in req.build_contexts.items():
@@ -231,15 +272,18 @@ def build_image(req: BuildRequest, on_line: Callable[[str], None]) -> str:
     own file times (raybake.dockerfile), which keeps the layers reproducible.
     Bounded by RAYBAKE_BUILD_TIMEOUT; stopped with raybake (raybake.tools.run)."""
     tail: list[str] = []  # the last lines, for the error message
+    missing_cache = MissingCacheLines()
 
-    def line(text: str) -> None:
-        tail.append(text)
-        del tail[:-200]
-        on_line(text)
+    def show(lines: list[str]) -> None:
+        for text in lines:
+            tail.append(text)
+            del tail[:-200]
+            on_line(text)
 
     timeout = BUILD_TIMEOUT.value()
     try:
-        code = stream(build_argv(req), line, timeout=timeout)
+        code = stream(build_argv(req), lambda text: show(missing_cache.filter(text)), timeout=timeout)
+        show(missing_cache.flush())
     except ToolTimeout:
         raise BuildError(f"the image build did not finish within {timeout:.0f} s and was stopped:\n"
                          f"{_failure_detail(tail) or chr(10).join(tail[-5:])}",
@@ -263,6 +307,71 @@ def build_image(req: BuildRequest, on_line: Callable[[str], None]) -> str:
                          fix="upgrade docker buildx (0.10 or newer)") from None
 
 
+def export_cache(req: BuildRequest, on_line: Callable[[str], None]) -> None:
+    """Export the build cache of the image just built from ``req`` to ``req.cache_to``.
+
+    The same build again, with no image output: every step comes from the local
+    BuildKit cache, so nothing is built, only the cache is written. It sends
+    layers to a registry like a push, so it is bounded by RAYBAKE_PUSH_TIMEOUT,
+    not the build's hour. Raises RegistryError when it fails or stalls."""
+    timeout = PUSH_TIMEOUT.value()
+    tail: list[str] = []
+
+    def line(text: str) -> None:
+        tail.append(text)
+        del tail[:-50]
+        on_line(text)
+
+    where = ", ".join(req.cache_to)
+    try:
+        code = stream(build_argv(replace(req, cache=True, cache_from=()), cache_only=True), line,
+                      timeout=timeout)
+    except ToolTimeout:
+        raise RegistryError(f"exporting the build cache to {where} did not finish within {timeout:.0f} s "
+                            "and was stopped", fix=f"check the cache's registry; on a slow link raise "
+                                                   f"{PUSH_TIMEOUT.variable}") from None
+    if code != 0:
+        detail = "\n".join(line for line in tail if line.startswith("ERROR")) or "\n".join(tail[-5:])
+        raise RegistryError(f"exporting the build cache to {where} failed:\n{detail}",
+                            fix="check the cache's registry (`docker login` to it) or the cache_to setting")
+
+
+class MissingCacheLines:
+    """BuildKit's plain log with a registry cache that does not exist yet told as
+    what it is. BuildKit reports it as an ERROR (and again in a ``------`` block
+    at the end) although the build goes on and succeeds: every first build of a
+    repository meets it for its default cache, REPOSITORY:buildcache-SPEC."""
+
+    _MISSING = re.compile(r"^(#\d+) ERROR: failed to configure registry cache importer: (\S+): not found$")
+
+    def __init__(self) -> None:
+        self._missing: set[str] = set()  # caches found missing
+        self._block: list[str] | None = None  # a ------ block, held until it ends
+
+    def filter(self, line: str) -> list[str]:
+        """The lines to show for ``line`` (none while a block is held)."""
+        if self._block is not None:
+            self._block.append(line)
+            if line != "------":
+                return []
+            block, self._block = self._block, None
+            header = block[1] if len(block) > 2 else ""
+            name = header.removeprefix(" > importing cache manifest from ").removesuffix(":")
+            return [] if header != name and name in self._missing else block
+        if line == "------":
+            self._block = [line]
+            return []
+        if m := self._MISSING.match(line):
+            self._missing.add(m.group(2))
+            return [f"{m.group(1)} no build cache at {m.group(2)} yet: this build goes on without it "
+                    "(`raybake build --push` writes it)"]
+        return [line]
+
+    def flush(self) -> list[str]:
+        block, self._block = self._block or [], None
+        return block
+
+
 _ALREADY_STORED = re.compile(r'image "moby-dangling@(sha256:[0-9a-f]{64})": already exists')
 _STEP_OUTPUT = re.compile(r"^#\d+ \d+\.\d+ (.*)$")
 
@@ -282,6 +391,10 @@ _BUILD_FIXES = {
     DockerFailure.UNAUTHORIZED: "a registry or index refused the credentials: `docker login` to the base image's "
                                 "registry; for a private package index, pass its credentials with index_secrets",
     DockerFailure.TLS: "HTTPS goes through a proxy: set ca_bundle (or RAYBAKE_CA_BUNDLE) to its CA bundle",
+    DockerFailure.NO_BUILD: "a step that holds index_secrets builds no source distribution (git source, sdist): "
+                            "its build backend could read the secrets. Use a wheel of it (publish one to the "
+                            "index), or set `build_with_secrets: true` in the spec if you trust every backend "
+                            "that step builds with the secrets",
     DockerFailure.INDEX_UNREACHABLE: "the package index is unreachable from the build: check network/proxy "
                                      "settings and the index URL",
 }
@@ -294,6 +407,12 @@ def _build_fix(detail: str) -> str:
 
 def tag(image_id: str, reference: str) -> None:
     code, text = _docker_query(["tag", image_id, reference])
+    if code != 0 and "No such image" in text:
+        raise ImageVanished(f"cannot tag {image_id} as {reference}: the image was removed after it was built "
+                            "(`docker image rm`/`prune`, or the clean-up of an identical image that another "
+                            "build tagged: tagging an untagged image takes it over)",
+                            fix="build again; if it keeps vanishing, stop what removes images on this engine "
+                                "while raybake builds")
     if code != 0:
         raise EngineError(f"cannot tag {image_id} as {reference}: {text}", fix=ENGINE_FIX)
 
@@ -303,6 +422,26 @@ def remove_image(reference: str) -> None:
     proc = run(["docker", "image", "rm", reference], check=False, timeout=60)
     if proc.returncode != 0:
         log.debug("could not remove %s: %s", reference, proc.stderr.strip())
+
+
+def remove_untagged_image(image_id: str) -> None:
+    """Remove the image ``image_id`` unless a tag refers to it; best effort, for cleanup paths.
+    (Removed by ID, a tagged image would go with every tag it has.)"""
+    code, text = _docker_query(["image", "inspect", "--format", "{{json .RepoTags}}", image_id])
+    if code != 0:
+        return  # gone already
+    if json.loads(text or "null"):
+        log.debug("kept %s: tagged %s", image_id, text)
+        return
+    remove_image(image_id)
+
+
+def image_ids(label: str) -> frozenset[str]:
+    """The IDs of the local images, tagged or not, carrying ``label`` (NAME=VALUE)."""
+    code, text = _docker_query(["image", "ls", "--all", "--quiet", "--no-trunc", "--filter", f"label={label}"])
+    if code != 0:
+        raise EngineError(f"cannot list the local images: {text}", fix=ENGINE_FIX)
+    return frozenset(text.split())
 
 
 _PUSHED_DIGEST = re.compile(r"digest: (sha256:[0-9a-f]{64})")
@@ -334,6 +473,23 @@ def push(reference: str) -> str:
         raise RegistryError(f"pushing {reference} reported no digest:\n{text[-600:]}",
                             fix="upgrade the docker CLI")
     return str(Reference.parse(reference).with_digest(found[-1]))
+
+
+def push_labelled(reference: str, labels: Mapping[str, str], payload: bytes, context: Path) -> str:
+    """Push a one-file image (``payload`` as /payload, FROM scratch) whose
+    config carries ``labels``, as ``reference``; return its digest reference.
+    ``context``: an empty directory for the build. Nothing stays in the local store."""
+    (context / "payload").write_bytes(payload)
+    label_args = " ".join(f"{k}={json.dumps(v)}" for k, v in labels.items())
+    (context / "Dockerfile").write_text(f"FROM scratch\nCOPY payload /payload\nLABEL {label_args}\n")
+    proc = run(["docker", "buildx", "build", "--quiet", "--load", "--tag", reference, str(context)], check=False)
+    if proc.returncode != 0:
+        raise RegistryError(f"cannot make {reference}: {(proc.stderr or proc.stdout).strip()[-600:]}",
+                            fix="check the Docker engine, then run the same `raybake build --push` again")
+    try:
+        return push(reference)
+    finally:
+        remove_image(reference)
 
 
 def image_size(reference: str) -> int | None:
@@ -406,7 +562,8 @@ def run_streaming(image: str, command: list[str], *, on_line: Callable[[str], No
     ``on_line`` as it comes; return its exit code. Removed when raybake stops early."""
     name = f"raybake-run-{uuid.uuid4().hex[:12]}"
     try:
-        return stream(["docker", "run", "--rm", "--name", name, "--network", network,
+        return stream(["docker", "run", "--rm", "--name", name, "--label", f"{LABEL_OWNER}={_owner()}",
+                       "--network", network,
                        *(f"--volume={h}:{c}:ro" for h, c in mounts), "--entrypoint", command[0], image,
                        *command[1:]], on_line)
     except BaseException:
@@ -427,7 +584,8 @@ def run_container(image: str, command: list[str], *, network: str = "none",
     options = [f"--volume={h}:{c}:ro" for h, c in mounts]
     options += [f"--workdir={workdir}"] if workdir else []
     options += [f"--env={k}={v}" for k, v in (env or {}).items()]
-    proc = run(["docker", "run", "--rm", "--name", name, "--network", network, *options,
+    proc = run(["docker", "run", "--rm", "--name", name, "--label", f"{LABEL_OWNER}={_owner()}",
+                "--network", network, *options,
                 "--entrypoint", command[0], image, *command[1:]], check=False,
                on_abort=lambda: remove_container(name))
     if proc.returncode == 125 and (mapped := _engine_error(proc.stderr)) is not None:
@@ -442,8 +600,45 @@ def run_detached(image: str, command: list[str], *, name: str, network: str = "h
     container path) pairs, read-only."""
     container = _call(_client().container.run, image, command[1:], entrypoint=command[0], detach=True,
                       name=name, networks=[network], shm_size=shm_size, remove=False, envs=dict(env or {}),
-                      volumes=[(str(h), c, "ro") for h, c in mounts])
+                      volumes=[(str(h), c, "ro") for h, c in mounts], labels={LABEL_OWNER: _owner()})
     return container.id
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), or None when there is no such process:
+    with the PID it names one process, never a later one that reuses the PID."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name before ")" may hold spaces
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def _owner_gone(owner: str) -> bool:
+    """Has the raybake named by a LABEL_OWNER value ended? Only a process of this host can tell."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit() or parts[2] == "None":
+        return False
+    return _start_time(int(parts[1])) != parts[2]
+
+
+def remove_orphaned_containers() -> list[str]:
+    """Remove the containers raybake started on this host for a raybake that
+    has ended without removing them (SIGKILL, a crash of the machine's
+    session): a local Ray head, its job client. Returns their IDs."""
+    code, text = _docker_query(["ps", "--all", "--filter", f"label={LABEL_OWNER}",
+                                "--format", f'{{{{.ID}}}} {{{{.Label "{LABEL_OWNER}"}}}}'])
+    if code != 0:
+        raise EngineError(f"cannot list the containers: {text}", fix=ENGINE_FIX)
+    orphans = [cid for cid, _, owner in (line.partition(" ") for line in text.splitlines()) if _owner_gone(owner)]
+    for cid in orphans:
+        log.debug("removing container %s, left by a raybake that was killed", cid)
+        remove_container(cid)
+    return orphans
 
 
 def container_running(container_id: str) -> bool:

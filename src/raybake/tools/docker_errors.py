@@ -10,6 +10,7 @@ import re
 
 class DockerFailure(enum.Enum):
     DAEMON_DOWN = "the Docker daemon is not reachable"
+    DAEMON_DENIED = "this user may not use the Docker daemon's socket"
     BUILDX_MISSING = "the buildx plugin is missing"
     BAD_NAME = "Docker refuses the image name"
     NOT_FOUND = "no such image or tag"
@@ -18,6 +19,7 @@ class DockerFailure(enum.Enum):
     NO_BRIDGE = "the daemon has no bridge network"
     TLS = "a TLS certificate was not trusted"
     INDEX_UNREACHABLE = "the package index could not be reached"
+    NO_BUILD = "a source distribution would be built where index secrets are"
     UNREACHABLE = "the registry did not answer"
     UNKNOWN = "something else"
 
@@ -26,7 +28,11 @@ class DockerFailure(enum.Enum):
 # lookup, which alone means an unreachable registry.
 _PATTERNS: tuple[tuple[DockerFailure, re.Pattern[str]], ...] = tuple(
     (kind, re.compile(pattern, re.I)) for kind, pattern in (
+        (DockerFailure.NO_BUILD, r"Distribution `[^`\n]+` can't be installed because it is marked as `--no-build`"),
         (DockerFailure.DAEMON_DOWN, r"Cannot connect to the Docker daemon|Is the docker daemon running"),
+        # Before UNAUTHORIZED, whose "denied" it also holds: the daemon runs, this user may not reach it.
+        (DockerFailure.DAEMON_DENIED, r"permission denied while trying to connect to the Docker (?:daemon socket|API)"
+                                      r"[^\n]*|dial unix \S+: connect: permission denied"),
         (DockerFailure.BUILDX_MISSING, r"'?buildx'? is not a docker command|buildx component is missing"),
         (DockerFailure.BAD_NAME, r"invalid reference format[^\n]*|repository name must not be more than \d+ "
                                  r"characters|invalid tag format[^\n]*"),

@@ -8,16 +8,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from raybake.errors import JobFailed, ToolError
+from raybake.settings import RAY_TIMEOUT
 
 log = logging.getLogger("raybake.ray")
-RAY_FIX = "install Ray where raybake runs, the same version as the image's: `uv pip install 'ray[default]==VERSION'`"
+
+
+def install_ray(version: str) -> str:
+    """The command that puts Ray ``version`` where raybake runs. A `uv tool`
+    install (uv writes uv-receipt.toml into the tool's environment) is changed
+    by installing the tool again with it; any other environment by uv pip."""
+    if (Path(sys.prefix) / "uv-receipt.toml").is_file():
+        return f"uv tool install raybake --with 'ray[default]=={version}'"
+    return f"uv pip install --python {sys.executable} 'ray[default]=={version}'"
 
 
 def client_version() -> str | None:
@@ -56,6 +67,45 @@ def alive_nodes(address: str) -> int:
     return sum(1 for node in nodes if node.get("state") == "ALIVE")
 
 
+def _not_ray_fix(address: str) -> str:
+    return (f"check that {address} is a Ray cluster's dashboard (`ray job list --address {address}`; port 8265 "
+            f"by default, e.g. http://HEAD:8265) and that it is up; for a slow link raise {RAY_TIMEOUT.variable}")
+
+
+def connect(address: str):
+    """A JobSubmissionClient of the cluster at ``address`` whose every request
+    is bounded by RAYBAKE_RAY_TIMEOUT (connect, and each wait for an answer):
+    Ray's own sends them with no limit, so a server that accepts and never
+    answers would hold raybake forever. Anything but a Ray dashboard's answer
+    is a ToolError."""
+    try:
+        import requests
+        from ray.job_submission import JobSubmissionClient
+    except ImportError as exc:
+        raise ToolError("Ray is not installed in raybake's environment",
+                        fix=f"install the image's Ray where raybake runs: `{install_ray('VERSION')}`") from exc
+    timeout = RAY_TIMEOUT.value()
+
+    class BoundedClient(JobSubmissionClient):
+        def _do_request(self, method, endpoint, **kwargs):
+            kwargs.setdefault("timeout", timeout)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    try:
+        return BoundedClient(address)
+    except requests.exceptions.Timeout:
+        raise ToolError(f"the Ray dashboard at {address} did not answer within {timeout:.0f} s",
+                        fix=_not_ray_fix(address)) from None
+    except ConnectionError as exc:  # Ray's, for a refused or timed-out connection
+        raise ToolError(f"cannot connect to a Ray dashboard at {address} (within {timeout:.0f} s): {exc}",
+                        fix=_not_ray_fix(address)) from None
+    except (requests.exceptions.RequestException, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        # An HTML page, a 404, JSON without ray_version: something else listens there.
+        summary = (str(exc).splitlines() or [""])[0][:200]
+        raise ToolError(f"{address} does not answer as a Ray dashboard ({type(exc).__name__}: {summary})",
+                        fix=_not_ray_fix(address)) from None
+
+
 def submit_and_follow(address: str, *, entrypoint: str, runtime_env: Mapping[str, Any],
                       metadata: Mapping[str, str], on_log: Callable[[str], None],
                       head_outlives_job: bool = True) -> str:
@@ -63,26 +113,31 @@ def submit_and_follow(address: str, *, entrypoint: str, runtime_env: Mapping[str
 
     ``head_outlives_job``: False for a head raybake stops afterwards, whose
     logs cannot be asked for again."""
+    client = connect(address)
+    import requests
+    from ray.job_submission import JobStatus
+
+    job_id = None
     try:
-        from ray.job_submission import JobStatus, JobSubmissionClient
-    except ImportError as exc:
-        raise ToolError("Ray is not installed in raybake's environment", fix=RAY_FIX) from exc
-    client = JobSubmissionClient(address)
-    job_id = client.submit_job(entrypoint=entrypoint, runtime_env=dict(runtime_env), metadata=dict(metadata))
-    log.debug("submitted %s", job_id)
+        job_id = client.submit_job(entrypoint=entrypoint, runtime_env=dict(runtime_env), metadata=dict(metadata))
+        log.debug("submitted %s", job_id)
 
-    async def follow() -> None:
-        async for chunk in client.tail_job_logs(job_id):
-            for line in chunk.splitlines():
-                on_log(line)
+        async def follow() -> None:
+            async for chunk in client.tail_job_logs(job_id):
+                for line in chunk.splitlines():
+                    on_log(line)
 
-    asyncio.run(follow())
-    status = client.get_job_status(job_id)
-    while not status.is_terminal():
-        time.sleep(0.5)
+        asyncio.run(follow())
         status = client.get_job_status(job_id)
-    if status != JobStatus.SUCCEEDED:
-        info = client.get_job_info(job_id)
+        while not status.is_terminal():
+            time.sleep(0.5)
+            status = client.get_job_status(job_id)
+        info = client.get_job_info(job_id) if status != JobStatus.SUCCEEDED else None
+    except requests.exceptions.RequestException as exc:
+        where = f"; job {job_id} may still run: `ray job status {job_id} --address {address}`" if job_id else ""
+        raise ToolError(f"the Ray dashboard at {address} stopped answering ({type(exc).__name__}){where}",
+                        fix=_not_ray_fix(address)) from None
+    if info is not None:
         again = (f"; `ray job logs {job_id} --address {address}` shows it again" if head_outlives_job
                  else " (the local Ray head has been stopped with the job)")
         raise JobFailed(f"Ray job {job_id} ended {status.value}: {info.message or ''}".strip(),

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,15 +77,17 @@ def run(
     timeout: float | None = None,
     check: bool = True,
     on_abort: Callable[[], None] | None = None,
+    unset: Collection[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run a command, capture its output, raise ``ToolError`` when it fails
     (``ToolTimeout`` when it ran out of ``timeout`` seconds and was stopped).
 
-    ``env`` is added to the current environment, not a replacement for it.
+    ``env`` is added to the current environment, not a replacement for it;
+    the variables named in ``unset`` are taken out of it.
     ``on_abort`` runs first when raybake stops waiting early, before the
     command is stopped (e.g. to remove the container a `docker run` waits for)."""
     args = _args(argv)
-    with _started(args, cwd=cwd, env=env, on_abort=on_abort, stdout=subprocess.PIPE,
+    with _started(args, cwd=cwd, env=env, unset=unset, on_abort=on_abort, stdout=subprocess.PIPE,
                   stderr=subprocess.PIPE) as proc:
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
@@ -141,9 +143,11 @@ def _args(argv: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 @contextmanager
 def _started(args: list[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
-             on_abort: Callable[[], None] | None = None, **pipes) -> Iterator[subprocess.Popen[str]]:
+             unset: Collection[str] = (), on_abort: Callable[[], None] | None = None,
+             **pipes) -> Iterator[subprocess.Popen[str]]:
     """Start ``args`` in a new session; whatever ends the ``with`` early stops its whole group."""
-    full_env = {**os.environ, **env} if env else None
+    full_env = ({k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+                if env or unset else None)
     with _live_lock:
         raise_if_stopping()  # cleanup while unwinding still runs
         try:

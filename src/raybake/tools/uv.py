@@ -1,4 +1,8 @@
-"""uv: the binary raybake copies into images, and lock checks on the host."""
+"""uv: the binary raybake copies into images, and lock checks on the host.
+
+Two uvs: the one installed next to raybake runs on this machine (lock checks,
+exports); the one put into an image is the spec's uv_version (raybake's own by
+default), taken from its PyPI wheel, so the host's uv never changes an image or a tag."""
 
 from __future__ import annotations
 
@@ -18,8 +22,8 @@ from raybake.tools.run import run
 
 
 @cache
-def uv_version() -> str:
-    """Version of the uv wheel raybake depends on; its binary goes into images."""
+def host_uv_version() -> str:
+    """Version of the uv installed next to raybake (it runs on this machine, never in images)."""
     return version("uv")
 
 
@@ -44,17 +48,34 @@ def lock_check(project: Project) -> None:
     memo = lock_memo(project)
     if memo.exists():
         return
-    proc = run([uv_bin(), *lock_check_args(_check_interpreter(project.requires_python))],
-               cwd=project.root, check=False, timeout=120)
+    python = _check_interpreter(project.requires_python)
+    proc = run([uv_bin(), *lock_check_args(python)],
+               cwd=project.root, check=False, timeout=120, unset=HOST_RESOLUTION_SETTINGS)
+    if proc.returncode == 2 and _NEEDS_NETWORK in (proc.stderr or proc.stdout):
+        # A package with dynamic metadata (version or dependencies from its build
+        # backend) and a uv cache without that backend: the check needs the index once.
+        proc = run([uv_bin(), *lock_check_args(python, offline=False)],
+                   cwd=project.root, check=False, timeout=300, unset=HOST_RESOLUTION_SETTINGS)
     lock_verdict(project, proc.returncode, proc.stderr or proc.stdout)
     remember_lock_check(memo)
+
+
+# uv's variables that change what a lock resolves to. The image's `uv sync --frozen`
+# never sees the host's, so they must not make a lock that the project's own
+# files ([tool.uv], uv.toml) are satisfied with "out of date".
+HOST_RESOLUTION_SETTINGS = frozenset({
+    "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "UV_FIND_LINKS", "UV_NO_INDEX",
+    "UV_INDEX_STRATEGY", "UV_KEYRING_PROVIDER", "UV_PRERELEASE", "UV_RESOLUTION", "UV_FORK_STRATEGY",
+    "UV_EXCLUDE_NEWER", "UV_CONSTRAINT", "UV_OVERRIDE", "UV_BUILD_CONSTRAINT", "UV_NO_SOURCES",
+    "UV_NO_BINARY", "UV_NO_BUILD", "UV_TORCH_BACKEND", "UV_CONFIG_FILE",
+})
 
 
 def lock_memo(project: Project) -> Path:
     """Where a passing check of exactly these files (and this uv) is remembered."""
     files = [project.root / "pyproject.toml", project.root / "uv.lock",
              *(project.root / p.path / "pyproject.toml" for p in project.local_packages if p.pyproject)]
-    h = hashlib.sha256(uv_version().encode())
+    h = hashlib.sha256(host_uv_version().encode())
     for f in files:
         h.update(f.read_bytes())
     return cache_dir() / "lock-checks" / h.hexdigest()
@@ -65,10 +86,15 @@ def remember_lock_check(memo: Path) -> None:
     memo.touch()
 
 
-def lock_check_args(python: str) -> list[str]:
-    """`uv lock --check` from local files alone with ``python`` (a path or a
-    version request) as the interpreter; never downloads one."""
-    return ["lock", "--check", "--offline", "--no-progress", "--no-python-downloads", "--python", python]
+def lock_check_args(python: str, *, offline: bool = True) -> list[str]:
+    """`uv lock --check` from local files alone (unless ``offline`` is False) with
+    ``python`` (a path or a version request) as the interpreter; never downloads one."""
+    return ["lock", "--check", *(["--offline"] if offline else []), "--no-progress", "--no-python-downloads",
+            "--python", python]
+
+
+# uv's hint when an offline run needed a package its cache does not hold.
+_NEEDS_NETWORK = "the network was disabled"
 
 
 def lock_verdict(project: Project, returncode: int, output: str, *, where: str = "on this machine") -> None:
@@ -87,6 +113,12 @@ def lock_verdict(project: Project, returncode: int, output: str, *, where: str =
         raise LockOutOfDate(
             f"{project.root / 'uv.lock'} is out of date with pyproject.toml:\n{detail}",
             fix=f"run `uv lock` in {project.root} and commit uv.lock")
+    if _NEEDS_NETWORK in detail:
+        raise ToolError(
+            f"could not check {project.root / 'uv.lock'} against pyproject.toml: a package with dynamic metadata "
+            f"needs its build backend, which uv can neither find in its cache nor download {where}:\n{detail}",
+            fix=f"run `uv lock --check` in {project.root} once with network access (it puts the build backend in "
+                "uv's cache; unset UV_OFFLINE), then run raybake again")
     if "interpreter" in detail.lower():
         raise NoInterpreter(
             f"could not check {project.root / 'uv.lock'} against pyproject.toml: uv found no Python "
@@ -122,23 +154,30 @@ def export_requirements(project: Project, args: tuple[str, ...]) -> str:
                 "--no-progress", *args], cwd=project.root, timeout=120).stdout
 
 
+def export_cyclonedx(project: Project, args: tuple[str, ...]) -> str:
+    """uv's CycloneDX 1.5 SBOM of the lock's selection (``args``), with hashes, from the lock alone."""
+    return run([uv_bin(), "export", "--frozen", "--format", "cyclonedx1.5", "--preview-features", "sbom-export",
+                "--no-progress", *args], cwd=project.root, timeout=120).stdout
+
+
 # uv's wheels name the CPU with these tags (manylinux2014: glibc 2.17 and later).
 _WHEEL_ARCH = {"linux/amd64": "manylinux_2_17_x86_64", "linux/arm64": "manylinux_2_17_aarch64",
                "linux/ppc64le": "manylinux_2_17_ppc64le", "linux/s390x": "manylinux_2_17_s390x"}
 SIMPLE_INDEX = "https://pypi.org/simple/uv/"
 
 
-def uv_bin_for(platform: str, host: str) -> Path:
-    """The uv binary to put into an image for ``platform``: raybake's own on the
-    host's platform, else the one in uv's wheel for that platform on PyPI (the
-    same version, checked against the index's sha256), fetched once."""
-    if platform == host:
+def uv_bin_for(platform: str, version: str, *, host: str) -> Path:
+    """The binary of uv ``version`` to put into an image for ``platform``: the one
+    installed here when it is that very release on the host's platform, else the
+    one in uv's wheel for that platform on PyPI (checked against the index's
+    sha256), fetched once into raybake's cache."""
+    if platform == host and host_uv_version() == version:
         return uv_bin()
     tag = _WHEEL_ARCH.get(platform)
     if tag is None:
         raise ToolError(f"raybake has no uv binary for the platform {platform}",
                         fix=f"set platform to one of: {', '.join(_WHEEL_ARCH)}")
-    target = cache_dir() / "uv-bin" / uv_version() / platform.replace("/", "-") / "uv"
+    target = cache_dir() / "uv-bin" / version / platform.replace("/", "-") / "uv"
     if target.is_file():
         return target
     import io
@@ -152,21 +191,21 @@ def uv_bin_for(platform: str, host: str) -> Path:
             with urllib.request.urlopen(request, timeout=120) as response:
                 return response.read()
         except OSError as exc:
-            raise ToolError(f"cannot fetch uv {uv_version()} for {platform} from PyPI: {exc}",
-                            fix="check HTTPS access to pypi.org (proxy, SSL_CERT_FILE), or build on a "
-                                f"{platform} machine") from None
+            raise ToolError(f"cannot fetch uv {version} for {platform} from PyPI: {exc}",
+                            fix="check HTTPS access to pypi.org (proxy, SSL_CERT_FILE), or set uv_version "
+                                f"to the uv installed here ({host_uv_version()})") from None
 
     index = json.loads(fetch(SIMPLE_INDEX, "application/vnd.pypi.simple.v1+json"))
     wheel = next((f for f in index["files"]
-                  if f["filename"].startswith(f"uv-{uv_version()}-") and tag in f["filename"]), None)
+                  if f["filename"].startswith(f"uv-{version}-") and tag in f["filename"]), None)
     if wheel is None:
-        raise ToolError(f"PyPI has no uv {uv_version()} wheel for {platform}",
-                        fix="set platform to one uv publishes wheels for")
+        raise ToolError(f"PyPI has no uv {version} wheel for {platform}",
+                        fix="set uv_version to a uv release on https://pypi.org/project/uv/ that has one")
     data = fetch(wheel["url"])
     if hashlib.sha256(data).hexdigest() != wheel["hashes"]["sha256"]:
         raise ToolError(f"the uv wheel {wheel['filename']} does not match PyPI's sha256", fix="try again")
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        binary = archive.read(f"uv-{uv_version()}.data/scripts/uv")
+        binary = archive.read(f"uv-{version}.data/scripts/uv")
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, binary, mode=0o755)
     return target

@@ -11,7 +11,8 @@ distutils shim setuptools.
 Standard library only, no network. raybake.verify compares the report with
 the lock on the host. Argument: JSON {"venv": dir, "locked": [distribution
 names whose modules are imported], "skip": [modules], "timeout": seconds per
-import, "jobs": parallel imports, "env": [names]}."""
+import, "jobs": parallel imports, "env": [names], "known_bytecode": a file of
+sha256 digests of bytecode files verified before, or null}."""
 
 import base64
 import glob
@@ -27,16 +28,22 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 
 MARK = "@@RAYBAKE@@"
-# The child that imports one module; prints what went wrong in a form the host can classify.
+# The child that imports one module (the last argument), after the others; prints
+# what went wrong in a form the host can classify.
 CHILD = r"""
 import importlib, json, sys
-name = sys.argv[1]
+name = sys.argv[-1]
 try:
+    for first in sys.argv[1:-1]:
+        importlib.import_module(first)
     module = importlib.import_module(name)
     result = {"ok": True, "version": str(getattr(module, "__version__", "") or "")}
 except BaseException as exc:
-    text = str(exc)
-    result = {"ok": False, "type": type(exc).__name__, "message": (text.splitlines() or [""])[0][:400],
+    lines = str(exc).splitlines() or [""]
+    # The first line, and the line naming a shared library that did not load when a
+    # later one does (torchcodec's first line ends at "Likely causes:").
+    named = [line.strip()[:400] for line in lines[1:] if "cannot open shared object file" in line][:1]
+    result = {"ok": False, "type": type(exc).__name__, "message": " ".join([lines[0][:400], *named]),
               "missing": getattr(exc, "name", None) if isinstance(exc, ImportError) else None}
 sys.stdout.flush()
 sys.stdout.write("\n@@RAYBAKE-IMPORT@@" + json.dumps(result) + "\n")
@@ -126,20 +133,82 @@ def sha256_b64(path):
     return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
 
 
-def audit_files(sp, records):
-    """RECORD hashes of every recorded Python file and .pth file; Python files
-    and .pth files in site-packages that no RECORD lists."""
+# Files whose bytes run: checked against their RECORD hash (others only for presence).
+CODE_SUFFIXES = (".py", ".pth", ".pyc", ".so", ".pyd")
+# A dist-info's RECORD cannot hold its own hash (nor its signatures).
+UNHASHED = ("RECORD", "RECORD.jws", "RECORD.p7s")
+
+
+def is_code(path):
+    return path.endswith(CODE_SUFFIXES) or ".so." in os.path.basename(path)
+
+
+def bytecode_problem(pyc, known):
+    """Why ``pyc`` (in a __pycache__, listed by no RECORD with a hash) is not
+    the bytecode of its source, or None. Import runs a .pyc whose header
+    matches its source without compiling the source: an unchecked-hash or
+    timestamp .pyc, or any other code under a right header, would run
+    unseen. raybake writes checked-hash bytecode (seal_layer.py); its code
+    must equal the source's, compiled here."""
+    import importlib.util
+    import marshal
+
+    try:
+        source_path = importlib.util.source_from_cache(pyc)
+    except ValueError:
+        return "is bytecode of no interpreter's naming scheme"
+    try:
+        with open(pyc, "rb") as f:
+            data = f.read()
+        with open(source_path, "rb") as f:
+            source = f.read()
+    except OSError:
+        return "has no source file beside it"
+    flags = int.from_bytes(data[4:8], "little")
+    if data[:4] != importlib.util.MAGIC_NUMBER or flags != 3:
+        return "is not checked-hash bytecode of this interpreter (import would not compare it with its source)"
+    if data[8:16] != importlib.util.source_hash(source):
+        return "was not compiled from its source"
+    if hashlib.sha256(data).hexdigest() in known:
+        return None  # verified before: the compilation of a source with this header's hash
+    tag = os.path.basename(pyc).split(".")[-2]
+    optimize = int(tag[4:]) if tag.startswith("opt-") and tag[4:].isdigit() else 0
+    try:
+        code = compile(source, source_path, "exec", dont_inherit=True, optimize=optimize)
+        same = marshal.loads(data[16:]) == code
+    except (SyntaxError, ValueError, EOFError, TypeError):
+        same = False
+    return None if same else "holds other code than its source compiles to"
+
+
+def check_bytecode(pycs, known):
+    return [(pyc, bytecode_problem(pyc, known)) for pyc in pycs]
+
+
+def file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def audit_files(sp, records, jobs, known):
+    """Every file under site-packages accounted for: listed in an installed
+    dist's RECORD (with a matching hash when its bytes run), or bytecode in a
+    __pycache__ compiled from a listed source (``known``: sha256 of bytecode
+    files verified so before, which are not compiled again). Returns (RECORD
+    problems, files no RECORD lists, bytecode problems, sha256 of the bytecode
+    files verified now)."""
     problems = []
-    recorded = set()
+    hashed = {}
     for name, rows in records.items():
         for path, digest in rows:
             full = os.path.normpath(os.path.join(sp, path))
-            recorded.add(full)
-            if not path.endswith((".py", ".pth")):
-                continue
             if digest is None:
-                if not path.endswith(".dist-info" + os.sep + "RECORD"):
+                if os.path.basename(path) not in UNHASHED and not path.endswith(".pyc") and is_code(path):
                     problems.append({"dist": name, "file": path, "problem": "has no hash in RECORD"})
+                hashed.setdefault(full, None)
+                continue
+            hashed[full] = digest
+            if not is_code(path):
                 continue
             try:
                 actual = sha256_b64(full)
@@ -148,14 +217,47 @@ def audit_files(sp, records):
                 continue
             if actual != digest:
                 problems.append({"dist": name, "file": path, "problem": "differs from its RECORD hash"})
-    unrecorded = []
+    unrecorded, pycs = [], []
     for root, dirs, filenames in os.walk(sp):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
         for f in filenames:
             full = os.path.join(root, f)
-            if f.endswith((".py", ".pth")) and full not in recorded:
+            if hashed.get(full) is not None:
+                continue
+            if f.endswith(".pyc") and os.path.basename(root) == "__pycache__":
+                pycs.append(full)
+            elif full not in hashed:
                 unrecorded.append(os.path.relpath(full, sp))
-    return problems, sorted(unrecorded)
+    bytecode, verified = [], []
+    if pycs:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        chunks = [pycs[i:i + 64] for i in range(0, len(pycs), 64)]
+        # fork: the workers need this script's functions, which only `python -c` defined.
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            for results in pool.map(check_bytecode, chunks, [known] * len(chunks)):
+                for pyc, problem in results:
+                    if problem:
+                        bytecode.append({"file": os.path.relpath(pyc, sp), "problem": problem})
+                    else:
+                        verified.append(pyc)
+    fresh = sorted({file_sha256(pyc) for pyc in verified} - known)
+    return problems, sorted(unrecorded), sorted(bytecode, key=lambda b: b["file"]), fresh
+
+
+def venv_config(venv):
+    """pyvenv.cfg as {key: value}: include-system-site-packages = true puts the
+    system site-packages (and its .pth files) on every worker's path."""
+    config = {}
+    try:
+        with open(os.path.join(venv, "pyvenv.cfg"), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition("=")
+                if sep:
+                    config[key.strip().lower()] = value.strip()
+    except OSError:
+        pass
+    return config
 
 
 def pth_files(sp, owners):
@@ -181,8 +283,8 @@ def run_child(args, timeout, env):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-def import_one(name, timeout, env):
-    code, out, err = run_child(["-c", CHILD, name], timeout, env)
+def import_one(name, timeout, env, first=()):
+    code, out, err = run_child(["-c", CHILD, *first, name], timeout, env)
     if code is None:
         return {"ok": False, "type": "Timeout", "message": "import took longer than %d s" % timeout, "missing": None}
     if "@@RAYBAKE-IMPORT@@" not in out:
@@ -192,22 +294,51 @@ def import_one(name, timeout, env):
     return json.loads(out.rsplit("@@RAYBAKE-IMPORT@@", 1)[1])
 
 
+def retry_after_package(results, modules, dependents, timeout, env, pool):
+    """A module that fails alone is imported again after the modules that import
+    it in real use: its distribution's other top-level modules and those of the
+    distributions that require it (e.g. a plugin its framework loads first).
+    Working then, its result records them ("after"). Only failures pay for this."""
+    owner = {m: dist for dist, ms in modules.items() for m in ms}
+    retries = {}
+    for name, result in results.items():
+        if result["ok"] or result["type"] == "Timeout" or name not in owner:
+            continue
+        dist = owner[name]
+        candidates = [m for d in [dist, *sorted(dependents.get(dist, ()))] for m in modules.get(d, ())]
+        first = [m for m in dict.fromkeys(candidates) if m != name and results.get(m, {}).get("ok")][:8]
+        if first:
+            retries[name] = first
+    again = dict(zip(retries, pool.map(lambda n: import_one(n, timeout, env, retries[n]), retries)))
+    for name, result in again.items():
+        if result["ok"]:
+            results[name]["after"] = retries[name]
+
+
 def main():
     args = json.loads(sys.argv[1])
     start = time.monotonic()
     sp = site_packages(args["venv"])
-    dists, records, modules, unshipped = {}, {}, {}, {}
+    dists, records, modules, unshipped, dependents = {}, {}, {}, {}, {}
     for d in metadata.distributions(path=[sp]):
         name = canonical(d.metadata["Name"] or "")
         if not name:
             continue
         dists[name] = d.version
+        for requirement in d.requires or ():
+            required = re.match(r"[A-Za-z0-9._-]+", requirement)
+            if required:
+                dependents.setdefault(canonical(required.group()), set()).add(name)
         records[name] = record_files(d)
         names = candidate_modules(d, records[name])
         modules[name] = [n for n in names if shipped(n.split(".")[0], records[name])]
         unshipped[name] = [n for n in names if n not in modules[name]]
     owners = {path: name for name, rows in records.items() for path, _ in rows if os.sep not in path}
-    record_problems, unrecorded = audit_files(sp, records)
+    known = set()
+    if args.get("known_bytecode"):
+        with open(args["known_bytecode"], encoding="ascii") as f:
+            known = set(f.read().split())
+    record_problems, unrecorded, bytecode, fresh = audit_files(sp, records, os.cpu_count() or 2, known)
     env = dict(os.environ, **QUIET)
     locked = set(args["locked"])
     to_import = sorted({m for n, ms in modules.items() if n in locked for m in ms} - set(args["skip"]))
@@ -216,6 +347,7 @@ def main():
         check_future = pool.submit(subprocess.run, ["uv", "pip", "check", "--no-cache", "--python", sys.executable],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
         results = dict(zip(to_import, pool.map(lambda m: import_one(m, args["timeout"], env), to_import)))
+        retry_after_package(results, modules, dependents, args["timeout"], env, pool)
         pip_code = pip_future.result()[0]
         check = check_future.result()
     report = {
@@ -228,6 +360,9 @@ def main():
         "pth": pth_files(sp, owners),
         "record_problems": record_problems,
         "unrecorded_files": unrecorded,
+        "bytecode_problems": bytecode,
+        "bytecode_verified": fresh,
+        "pyvenv_cfg": venv_config(args["venv"]),
         "pip_importable": pip_code == 0,
         "pip_check": {"code": check.returncode, "output": check.stdout},
         "imports": results,
