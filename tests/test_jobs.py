@@ -67,8 +67,9 @@ def test_anyscale_format_names_the_pushed_image_and_the_staged_tree(pushed_examp
     shutil.copytree(pushed_example.root, root)
     # A private key caught by content only: `anyscale job submit` must never see the project directory.
     (root / "notes.txt").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----\n")
+    # --no-image-check: the pushed stand-in has no OS to run the check in (tests/test_anyscale_image.py runs it).
     out = raybake("job-config", "-C", str(root), "--format", "anyscale", "--entrypoint", "python -m ray_app",
-                  "--stage-dir", str(tmp_path / "wd"), env=pushed_example.env).stdout
+                  "--stage-dir", str(tmp_path / "wd"), "--no-image-check", env=pushed_example.env).stdout
     doc = yaml.safe_load(out)
     assert doc["image_uri"] == pushed_example.by_digest
     assert doc["entrypoint"] == "/opt/venv/bin/python -m ray_app"
@@ -93,7 +94,7 @@ def test_anyscale_options_come_from_the_spec_and_flags_and_validate_with_the_sdk
         f.write("registry_login_secret: arn:aws:secretsmanager:us-west-2:1:secret:reg\n"
                 "compute_config: cpu-small:2\ncloud: spec-cloud\nmax_retries: 1\n")
     args = ("job-config", "-C", str(root), "--format", "anyscale", "--entrypoint", "python main.py",
-            "--stage-dir", str(tmp_path / "wd"))
+            "--stage-dir", str(tmp_path / "wd"), "--no-image-check")  # the stand-in has no OS to check
     job = anyscale_job(raybake(*args, env=pushed_example.env).stdout)
     assert (job.registry_login_secret, job.compute_config, job.cloud, job.max_retries) == (
         "arn:aws:secretsmanager:us-west-2:1:secret:reg", "cpu-small:2", "spec-cloud", 1)
@@ -258,7 +259,7 @@ def test_anyscale_format_takes_a_working_dir_uri(pushed_example, tmp_path):
     doc = yaml.safe_load(raybake("job-config", "-C", str(pushed_example.root), "--format", "anyscale",
                                  "--entrypoint", "python -m ray_app", "--working-dir-uri",
                                  "file:///shared/small-1.zip", "--stage-dir", str(tmp_path / "wd"),
-                                 env=pushed_example.env).stdout)
+                                 "--no-image-check", env=pushed_example.env).stdout)
     assert doc["working_dir"] == "file:///shared/small-1.zip" and "excludes" not in doc
     anyscale_job(yaml.safe_dump(doc))
 

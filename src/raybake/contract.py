@@ -49,6 +49,7 @@ LABEL_OWNER = f"{LABEL_PREFIX}.owner"
 PROBE_SCRIPT = "probe.py"  # verification: reports the environment (raybake.verify)
 SEAL_SCRIPT = "seal_layer.py"  # after each dependency install: byte-compile, fix file times
 SUBMIT_SCRIPT = "submit_job.py"  # `raybake submit` to its local head, with the image's own Ray client
+ANYSCALE_PROBE_SCRIPT = "anyscale_probe.py"  # `job-config --format anyscale`: Anyscale's image requirements
 
 
 @cache

@@ -9,6 +9,7 @@ apply to the job's entrypoint, so the entrypoint names the image's interpreter."
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -359,9 +360,11 @@ def job_config(project_dir: Path, names: tuple[str, ...], fmt: str, *, entrypoin
                working_dir_zip: Path | None = None, upload: str | None = None,
                serve_import_path: str | None = None,
                pods: kuberay.PodOptions = kuberay.PodOptions(),
-               anyscale: Mapping[str, str | int | None] | None = None) -> dict[str, Any]:
+               anyscale: Mapping[str, str | int | None] | None = None,
+               check_image: bool = True) -> dict[str, Any]:
     """The document `raybake job-config` prints, in format ``fmt``; ``anyscale``:
-    the Anyscale options given as flags, over the spec's.
+    the Anyscale options given as flags, over the spec's; ``check_image``: the
+    anyscale format runs the image to check it against Anyscale's image requirements.
 
     Every format needs Ray in the image. Only the `ray` format is submitted by
     a client outside the image (a JobSubmissionClient, perhaps elsewhere):
@@ -404,6 +407,8 @@ def job_config(project_dir: Path, names: tuple[str, ...], fmt: str, *, entrypoin
     if working_dir_uri:
         check_remote_working_dir(working_dir_uri, locked, plan.spec.name)
     image = image_for_job(project, plan) if fmt == "ray" else cluster_image(project, plan, f"--format {fmt}")
+    if fmt == "anyscale" and check_image:
+        check_anyscale_image(image, plan.spec.name)
     if fmt == "kuberay-cluster":
         return kuberay_cluster(project, plan, image, ray_version=ray_version, pods=pods)
     staged = stage_project(project, stage_dir or cache_dir() / "stage" / project.name / plan.spec.name, plan.spec)
@@ -423,18 +428,46 @@ def job_config(project_dir: Path, names: tuple[str, ...], fmt: str, *, entrypoin
                        working_dir=working_dir_uri, pods=pods)
 
 
-# The Python packages Anyscale's image requirements list (docs.anyscale.com, "Image
-# requirements"; its `google` is the namespace google-cloud-storage brings). The job runs the venv.
-ANYSCALE_PACKAGES = ("anyscale", "boto3", "google-cloud-storage", "jupyterlab", "packaging", "ray")
-
-
 def _warn_of_missing_anyscale_packages(locked: Mapping[str, str | None], spec_name: str) -> None:
-    missing = [p for p in ANYSCALE_PACKAGES if p not in locked]
-    if missing:
+    from raybake.anyscale_image import missing_python_packages
+
+    if missing := missing_python_packages(locked):
         logging.getLogger("raybake.jobs").warning(
             "the image of spec '%s' lacks Python packages Anyscale's image requirements list: %s; add them "
             "(`uv add %s`) and rebuild, on `base: anyscale` for the system requirements",
-            spec_name, ", ".join(missing), " ".join(missing))
+            spec_name, ", ".join(missing), " ".join(f"'{m}'" if ">" in m else m for m in missing))
+
+
+def check_anyscale_image(reference: str, spec_name: str) -> None:
+    """Refuse an image that misses what Anyscale's image requirements ask for
+    (user `ray`, its sudo, HOME and WORKDIR, the system packages), found by a
+    probe run in it as root; warn of what a job may do without. The image is
+    the local store's when it has it, else pulled."""
+    from raybake import anyscale_image
+    from raybake.contract import ANYSCALE_PROBE_SCRIPT, in_image_source
+
+    local = docker.local_image(reference) or docker.local_image(docker.pull(reference))
+    if local is None:
+        raise EngineError(f"{reference} is not in the local image store after pulling it",
+                          fix=f"`docker pull {reference}`, then run this again")
+    args = {"user": anyscale_image.USER, "dir": anyscale_image.HOME, "commands": list(anyscale_image.COMMANDS)}
+    # The dynamic loader's variables are emptied for the probe: they would load code into it.
+    code, out, err = docker.run_container(
+        local.image_id, [VENV_PYTHON, "-I", "-S", "-c", in_image_source(ANYSCALE_PROBE_SCRIPT), json.dumps(args)],
+        user="0:0", env={"LD_PRELOAD": "", "LD_AUDIT": ""})
+    probe = anyscale_image.parse_probe(out)
+    if probe is None:
+        raise JobConfigError(
+            f"cannot check {reference} against Anyscale's image requirements: {VENV_PYTHON} failed in it "
+            f"(exit {code}):\n{(err or out).strip()[-1500:]}",
+            fix="run job-config where Docker runs this image (its platform, or QEMU's emulation of it), "
+                "or leave the check out: `--no-image-check`")
+    judgement = anyscale_image.judge(anyscale_image.ImageFacts(local.workdir, local.env, local.architecture, probe))
+    if not judgement.ok:
+        message, fix = anyscale_image.refusal(spec_name, reference, judgement)
+        raise JobConfigError(message, fix=fix)
+    if warning := anyscale_image.warning(spec_name, judgement):
+        logging.getLogger("raybake.jobs").warning("%s", warning)
 
 
 def _warn_if_client_differs(project: Project, plan: ImageIdentity, ray_version: str | None) -> None:

@@ -46,13 +46,17 @@ KUBERAY_FORMATS = ("kuberay", "kuberay-cluster", "kuberay-service", "kuberay-pre
 @click.option("--cloud", metavar="NAME", help="anyscale: the cloud the job runs in (spec field cloud).")
 @click.option("--max-retries", type=click.IntRange(min=0), metavar="N",
               help="anyscale: retries of a failed job (spec field max_retries).")
+@click.option("--no-image-check", "no_image_check", is_flag=True,
+              help="anyscale: do not run the image to check it against Anyscale's image requirements "
+                   "(user ray, sudo, HOME and WORKDIR /home/ray, the system packages).")
 @spec_override_options
 @project_option
 def command(name: str | None, entrypoint: str | None, fmt: str, upload: str | None,
             serve_import_path: str | None, namespace: str | None, service_account: str | None,
             image_pull_secrets: tuple[str, ...], working_dir_uri: str | None,
             working_dir_zip: Path | None, stage_dir: Path | None, as_json: bool, registry_login_secret: str | None,
-            compute_config: str | None, cloud: str | None, max_retries: int | None, project_dir: Path) -> None:
+            compute_config: str | None, cloud: str | None, max_retries: int | None, no_image_check: bool,
+            project_dir: Path) -> None:
     """Print a Ray job config or KubeRay manifest: the image as node image, the source as working_dir."""
     import shlex
 
@@ -65,8 +69,9 @@ def command(name: str | None, entrypoint: str | None, fmt: str, upload: str | No
         raise click.UsageError(f"--entrypoint {entrypoint!r} is not a command line: {exc}") from None
     anyscale = {"registry_login_secret": registry_login_secret, "compute_config": compute_config,
                 "cloud": cloud, "max_retries": max_retries}
-    if fmt != "anyscale" and any(v is not None for v in anyscale.values()):
-        given = ", ".join(f"--{k.replace('_', '-')}" for k, v in anyscale.items() if v is not None)
+    if fmt != "anyscale" and (any(v is not None for v in anyscale.values()) or no_image_check):
+        given = ", ".join([*(f"--{k.replace('_', '-')}" for k, v in anyscale.items() if v is not None),
+                           *(["--no-image-check"] if no_image_check else [])])
         raise click.UsageError(f"{given} go with --format anyscale only")
     if upload and working_dir_uri:
         raise click.UsageError("--upload makes the working_dir URI: give it or --working-dir-uri, not both")
@@ -88,7 +93,8 @@ def command(name: str | None, entrypoint: str | None, fmt: str, upload: str | No
     document = job_config(project_dir, (name,) if name else (), fmt, entrypoint=command_args,
                           stage_dir=stage_dir, working_dir_uri=working_dir_uri, working_dir_zip=working_dir_zip,
                           upload=upload, serve_import_path=serve_import_path,
-                          pods=PodOptions(namespace, service_account, image_pull_secrets), anyscale=anyscale)
+                          pods=PodOptions(namespace, service_account, image_pull_secrets), anyscale=anyscale,
+                          check_image=not no_image_check)
     if as_json:
         from raybake.jobs import job_reference
         from raybake.planner import identities_for

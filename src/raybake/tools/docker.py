@@ -121,6 +121,8 @@ class LocalImage:
     size: int
     labels: Mapping[str, str]
     env: tuple[str, ...] = ()  # the image config's KEY=VALUE entries
+    workdir: str = ""  # the image config's WorkingDir ("": /)
+    architecture: str = ""
 
     @property
     def input_hash(self) -> str | None:
@@ -131,11 +133,13 @@ def local_image(reference: str) -> LocalImage | None:
     """What the local store holds under ``reference``, or None."""
     code, text = _docker_query(["image", "inspect", "--format",
                                 '{"id": {{json .Id}}, "size": {{json .Size}}, "labels": {{json .Config.Labels}}, '
-                                '"env": {{json .Config.Env}}}',
+                                '"env": {{json .Config.Env}}, "workdir": {{json .Config.WorkingDir}}, '
+                                '"architecture": {{json .Architecture}}}',
                                 reference])
     if code == 0:
         data = json.loads(text)
-        return LocalImage(data["id"], int(data["size"] or 0), dict(data["labels"] or {}), tuple(data["env"] or ()))
+        return LocalImage(data["id"], int(data["size"] or 0), dict(data["labels"] or {}), tuple(data["env"] or ()),
+                          data["workdir"] or "", data["architecture"] or "")
     if "No such image" in text or "No such object" in text:
         return None
     raise EngineError(f"cannot inspect {reference}: {text}", fix=ENGINE_FIX)
@@ -573,9 +577,9 @@ def run_streaming(image: str, command: list[str], *, on_line: Callable[[str], No
 
 def run_container(image: str, command: list[str], *, network: str = "none",
                   mounts: tuple[tuple[Path, str], ...] = (), workdir: str | None = None,
-                  env: Mapping[str, str] | None = None) -> tuple[int, str, str]:
+                  env: Mapping[str, str] | None = None, user: str | None = None) -> tuple[int, str, str]:
     """Run ``command`` in a throwaway container; return (exit code, stdout, stderr).
-    ``mounts``: (host path, container path) pairs, read-only.
+    ``mounts``: (host path, container path) pairs, read-only; ``user``: instead of the image's.
 
     A named container, removed with force when raybake stops early (Ctrl-C,
     SIGTERM): it must not keep running, nor keep its image in use. It goes
@@ -584,6 +588,7 @@ def run_container(image: str, command: list[str], *, network: str = "none",
     options = [f"--volume={h}:{c}:ro" for h, c in mounts]
     options += [f"--workdir={workdir}"] if workdir else []
     options += [f"--env={k}={v}" for k, v in (env or {}).items()]
+    options += [f"--user={user}"] if user else []
     proc = run(["docker", "run", "--rm", "--name", name, "--label", f"{LABEL_OWNER}={_owner()}",
                 "--network", network, *options,
                 "--entrypoint", command[0], image, *command[1:]], check=False,
