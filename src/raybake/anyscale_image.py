@@ -119,7 +119,8 @@ def judge(facts: ImageFacts) -> Judgement:
     elif user is not None and not (probe.get("dir_access") or {}).get("writable"):
         state = "does not exist" if not (probe.get("dir_access") or {}).get("exists") else \
             f"is not readable and writable by `{USER}`"
-        missing.append(Shortfall(want_workdir, f"{HOME} {state}", f"`RUN chown {USER}:{GID} {HOME}` in the base image"))
+        missing.append(Shortfall(want_workdir, f"{HOME} {state}",
+                                 f"`RUN mkdir -p {HOME} && chown {USER}:{GID} {HOME}` in the base image"))
 
     tools: Mapping[str, str | None] = probe.get("tools", {})
     absent = [(name, command, apt) for name, command, apt in SYSTEM_PACKAGES if not tools.get(command)]
@@ -136,7 +137,8 @@ def judge(facts: ImageFacts) -> Judgement:
         soft.append(Shortfall(f"base image {':'.join(BASE_OS)}",
                               f"the image is {os_release.get('PRETTY_NAME') or 'of an unknown OS'}", BASE_FIX))
     if facts.architecture != ARCHITECTURE:
-        soft.append(Shortfall(f"platform linux/{ARCHITECTURE}", f"the image is for {facts.architecture or 'an unknown one'}",
+        soft.append(Shortfall(f"platform linux/{ARCHITECTURE}",
+                              f"the image is for {facts.architecture or 'an unknown one'}",
                               f"`platform: linux/{ARCHITECTURE}` in the spec"))
     return Judgement(tuple(missing), tuple(soft))
 
