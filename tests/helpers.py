@@ -184,3 +184,102 @@ def remove_repository(repository: str, registry: str | None = None) -> None:
         _, headers, _ = _registry_request(registry, f"{repository}/manifests/{tag}", method="HEAD")
         if digest := {k.lower(): v for k, v in headers.items()}.get("docker-content-digest"):
             _registry_request(registry, f"{repository}/manifests/{digest}", method="DELETE")
+
+
+# ---- a local OSV-compatible vulnerability service ------------------------------------------------
+
+OSV_RECORDS = Path(__file__).parent / "data" / "osv"
+
+
+class OSVServer:
+    """What `uv audit` asks of an OSV service, answered from real OSV records
+    (tests/data/osv, one file per record, copied with its ID): POST
+    /v1/querybatch (each query's matching IDs) and GET /v1/vulns/ID (the record).
+    ``requests`` records every query, so a test can tell what was audited."""
+
+    def __init__(self, records: Path = OSV_RECORDS) -> None:
+        import json
+
+        self.records = {r["id"]: r for r in (json.loads(p.read_text()) for p in sorted(records.glob("*.json")))}
+        self.queries: list[tuple[str, str]] = []  # (package, version) asked about
+        self.url = ""
+
+    def affecting(self, name: str, version: str) -> list[dict]:
+        """The records whose affected ranges or versions hold ``name`` ``version`` (PyPI)."""
+        from packaging.utils import canonicalize_name
+        from packaging.version import Version
+
+        found = []
+        for record in self.records.values():
+            for affected in record.get("affected", ()):
+                package = affected.get("package", {})
+                if package.get("ecosystem") != "PyPI" or canonicalize_name(package["name"]) != canonicalize_name(name):
+                    continue
+                listed = {Version(v) for v in affected.get("versions", ())}
+                if Version(version) in listed or any(_in_range(Version(version), r["events"])
+                                                     for r in affected.get("ranges", ()) if r["type"] == "ECOSYSTEM"):
+                    found.append(record)
+                    break
+        return found
+
+    def __enter__(self) -> OSVServer:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status: int, body: object) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                if self.path.rstrip("/") != "/v1/querybatch":
+                    return self._answer(404, {"code": 5, "message": "Not Found"})
+                queries = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["queries"]
+                results = []
+                for q in queries:
+                    server.queries.append((q["package"]["name"], q["version"]))
+                    vulns = [{"id": r["id"], "modified": r["modified"]}
+                             for r in server.affecting(q["package"]["name"], q["version"])]
+                    results.append({"vulns": vulns} if vulns else {})
+                self._answer(200, {"results": results})
+
+            def do_GET(self) -> None:  # noqa: N802
+                record = server.records.get(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/v1/vulns/") else None
+                if record is None:
+                    return self._answer(404, {"code": 5, "message": "Bug not found."})
+                self._answer(200, record)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def _in_range(version, events: list[dict]) -> bool:
+    """OSV's ECOSYSTEM range: affected from an ``introduced`` until the next ``fixed``."""
+    from packaging.version import Version
+
+    affected = False
+    for event in sorted(events, key=lambda e: Version("0") if e.get("introduced") == "0"
+                        else Version(next(iter(e.values())))):
+        if "introduced" in event and (event["introduced"] == "0" or version >= Version(event["introduced"])):
+            affected = True
+        elif "fixed" in event and version >= Version(event["fixed"]):
+            affected = False
+    return affected

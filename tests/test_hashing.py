@@ -107,6 +107,7 @@ SPEC_NEUTRAL = {
     "index_secrets": "index_secrets: [UV_INDEX_CORP_PASSWORD]\n",
     "build_with_secrets": "build_with_secrets: true\n",
     "import_skip": "import_skip: [six]\n",
+    "audit_severity": "audit_severity: high\n",
     "cache_from": "cache_from: [127.0.0.1:5000/small:buildcache-main]\n",
     "cache_to": "cache_to: [type=inline]\n",
     "registry_login_secret": "registry_login_secret: arn:aws:secretsmanager:us-west-2:1:secret:reg\n",

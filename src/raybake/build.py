@@ -153,7 +153,7 @@ def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = F
           reporter: Reporter | None = None,
           verify: Callable[[Project, BuildPlan, str], VerifyReport | None] | None = None,
           cache_from: tuple[str, ...] = (), cache_to: tuple[str, ...] = (),
-          signing_key: SigningKey | None = None) -> list[Outcome]:
+          signing_key: SigningKey | None = None, audit: bool = False) -> list[Outcome]:
     """Build (only when absent) every selected spec of the project at ``project_dir``.
 
     A failing spec's place in the returned list is a BuildFailure holding its
@@ -162,7 +162,9 @@ def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = F
     the same time (at most RAYBAKE_BUILD_JOBS), those on one base one after
     another (see lanes); each line of progress then names its spec. With
     ``signing_key``, each verified image pushed gets raybake's verification
-    statement signed with it (raybake.signing)."""
+    statement signed with it (raybake.signing). With ``audit``, each spec's
+    selection is audited first, whether its image exists or not (raybake.audit.gate):
+    findings at or above its audit_severity fail that spec before anything is built."""
     reporter = reporter or Reporter()
     project = load_project(project_dir)
     if mismatch := key_pair_mismatch(signing_key, verification_key(project)):
@@ -176,6 +178,8 @@ def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = F
         plan = by_name[spec.name]
         own = reporter if len(plans) == 1 else Labelled(reporter, spec.name)
         try:
+            if audit:
+                _audit(project, spec, own)
             return ensure_image(project, plan, push=push, force=force, no_cache=no_cache,
                                 keep_failed=keep_failed, reporter=own, verify=verify,
                                 lock_checked=lock_checked, cache_from=cache_from, cache_to=cache_to,
@@ -187,6 +191,15 @@ def build(project_dir: Path, names: tuple[str, ...] = (), *, all_specs: bool = F
 
     done = _side_by_side(lanes(tuple(plan.spec for plan in plans)), one, BUILD_JOBS.value())
     return [done[plan.spec.name] for plan in plans]
+
+
+def _audit(project: Project, spec: ImageSpec, reporter: Reporter) -> None:
+    """The audit depends on the lock and the selection alone: it runs before the
+    build, so a refused image costs nothing and nothing is built or tagged."""
+    from raybake.audit import gate, service_url
+
+    reporter.step(f"auditing the packages of spec '{spec.name}' against {service_url()}")
+    gate(project, spec, warn=lambda message: reporter.step(f"warning: {message}"))
 
 
 def lanes(specs: tuple[ImageSpec, ...]) -> list[list[ImageSpec]]:

@@ -29,6 +29,7 @@ COMMANDS = {
     "py-executable": "py_executable",
     "pin": "pin",
     "sbom": "sbom",
+    "audit": "audit",
 }
 
 

@@ -77,6 +77,12 @@ class VerificationFailed(RaybakeError):
     exit_code = 1
 
 
+class VulnerabilitiesFound(RaybakeError):
+    """A spec's selection holds packages with known vulnerabilities (`raybake audit`, `build --audit`)."""
+
+    exit_code = 1
+
+
 class StageError(RaybakeError):
     """The working_dir tree cannot be staged (size cap, symlink leaving the tree)."""
 

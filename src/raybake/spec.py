@@ -43,6 +43,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 # Docker's limits: a tag of 128 characters (NAME-HASH16, or rejected-NAME-ID12
 # for `build --keep-failed`), a repository of 255.
 MAX_SPEC_NAME = 100
+AUDIT_SEVERITIES = ("low", "medium", "high", "critical")  # CVSS's ratings, lowest first
 MAX_REPOSITORY = 255
 
 
@@ -88,6 +89,9 @@ FIELDS: dict[str, FieldDoc] = {
     "build_with_secrets": FieldDoc("neutral", bool, "let source distributions (git sources, sdists) be built in a step "
                                                     "that holds index_secrets: their build backends can read them"),
     "import_skip": FieldDoc("neutral", list, "top-level modules `raybake verify` does not import"),
+    "audit_severity": FieldDoc("neutral", str, "the lowest severity of a known vulnerability in the selection that "
+                                               "stops `raybake build --audit`: low, medium, high or critical "
+                                               "(default: any finding)"),
     "compression": FieldDoc("hashed", str, "layer compression: gzip (default) or zstd (nodes unpack it several times faster; "
                                            "every node's runtime must pull zstd: containerd 1.5+, Docker 23+)"),
     "cache_from": FieldDoc("neutral", list, "BuildKit caches to build from (buildx --cache-from: a registry reference, "
@@ -156,6 +160,7 @@ class ImageSpec:
     index_secrets: tuple[str, ...] = ()
     build_with_secrets: bool = False  # source distributions may be built where index_secrets are
     import_skip: tuple[str, ...] = ()
+    audit_severity: str | None = None  # None: every finding stops `build --audit`
     heavy_packages: tuple[str, ...] = ()
     package: str | None = None  # uv --package
     compression: str = "gzip"  # of the layers: gzip or zstd
@@ -508,6 +513,12 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
                             "(NAME: the [[tool.uv.index]] name in capitals), or pass a git host's token in "
                             "GIT_CONFIG_COUNT/GIT_CONFIG_KEY_0/GIT_CONFIG_VALUE_0; set those on the host from "
                             "the variable you have")
+    audit_severity = fields.get("audit_severity")
+    if audit_severity is not None and audit_severity not in AUDIT_SEVERITIES:
+        raise SpecError(f"{source}: audit_severity must be one of {', '.join(AUDIT_SEVERITIES)} "
+                        f"(got {excerpt(audit_severity)})",
+                        fix="set audit_severity to the lowest severity that must stop `raybake build --audit`, "
+                            "or remove it (then any finding does)")
     compression = fields.get("compression") or "gzip"
     if compression not in ("gzip", "zstd"):
         raise SpecError(f"{source}: compression must be gzip or zstd (got {excerpt(compression)})",
@@ -559,6 +570,7 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         index_secrets=tuple(sorted(set(fields.get("index_secrets", ())))),
         build_with_secrets=fields.get("build_with_secrets", False),
         import_skip=tuple(sorted(set(fields.get("import_skip", ())))),
+        audit_severity=audit_severity,
         heavy_packages=tuple(sorted(set(fields.get("heavy_packages", ())))),
         package=_package(project, fields.get("package"), source),
         all_packages=fields.get("all_packages", False),

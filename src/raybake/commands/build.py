@@ -13,7 +13,7 @@ from raybake.commands.options import (
     spec_override_options,
 )
 from raybake.console import console_reporter
-from raybake.errors import BuildsFailed, VerificationFailed
+from raybake.errors import BuildsFailed, VerificationFailed, VulnerabilitiesFound
 from raybake.files import atomic_write
 from raybake.progress import format_size
 from raybake.verify import verify_or_raise
@@ -46,13 +46,16 @@ from raybake.verify import verify_or_raise
               envvar="RAYBAKE_SIGNING_KEY_FILE", show_envvar=True,
               help="PEM private key (ECDSA P-256, unencrypted) that signs raybake's verification statement of "
                    "each image pushed, as a cosign attestation (default: the PEM in RAYBAKE_SIGNING_KEY).")
+@click.option("--audit", is_flag=True,
+              help="Audit each spec's packages for known vulnerabilities first (as `raybake audit`) and refuse "
+                   "to build one with findings at or above its audit_severity (default: any finding).")
 @jobs_option
 @progress_options
 @spec_override_options
 @project_option
 def command(names: tuple[str, ...], all_specs: bool, push: bool, force: bool, no_cache: bool,
             cache_from: tuple[str, ...], cache_to: tuple[str, ...], no_verify: bool,
-            keep_failed: bool, as_json: bool, metadata_file: Path | None, signing_key: Path | None,
+            keep_failed: bool, as_json: bool, metadata_file: Path | None, signing_key: Path | None, audit: bool,
             progress: str, quiet: bool, project_dir: Path) -> None:
     """Build the image(s) of a uv project, only when the lock hash is new.
 
@@ -66,7 +69,7 @@ def command(names: tuple[str, ...], all_specs: bool, push: bool, force: bool, no
         outcomes = build(project_dir, names, all_specs=all_specs, push=push, force=force, no_cache=no_cache,
                          keep_failed=keep_failed, reporter=reporter,
                          verify=None if no_verify else verify_or_raise, cache_from=cache_from,
-                         cache_to=cache_to, signing_key=key)
+                         cache_to=cache_to, signing_key=key, audit=audit)
     document = json.dumps({"images": [o.as_json() for o in outcomes]}, indent=2)
     if metadata_file is not None:
         atomic_write(metadata_file, (document + "\n").encode())
@@ -86,4 +89,5 @@ def command(names: tuple[str, ...], all_specs: bool, push: bool, force: bool, no
         raise BuildsFailed(f"{len(failed)} of {len(outcomes)} images failed: "
                            + ", ".join(o.reference for o in failed),
                            fix="each failure's error and fix are above; the other images were built",
-                           findings_only=all(isinstance(o.error, VerificationFailed) for o in failed))
+                           findings_only=all(isinstance(o.error, (VerificationFailed, VulnerabilitiesFound))
+                                             for o in failed))

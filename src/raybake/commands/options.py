@@ -45,6 +45,15 @@ def spec_override_options(command):
     return command
 
 
+def audit_service_option(command):
+    """--service-url: the OSV-compatible service `raybake audit` asks (RAYBAKE_AUDIT_SERVICE_URL)."""
+    from raybake.audit import OSV_SERVICE, SERVICE_VARIABLE
+
+    return click.option("--service-url", metavar="URL", envvar=SERVICE_VARIABLE, show_envvar=True,
+                        expose_value=False, callback=_into_environment(SERVICE_VARIABLE),
+                        help=f"OSV-compatible vulnerability service to ask (default: {OSV_SERVICE}).")(command)
+
+
 jobs_option = click.option(
     "--jobs", "-j", metavar="N", envvar=BUILD_JOBS.variable, show_envvar=True,
     expose_value=False, callback=_into_environment(BUILD_JOBS.variable),

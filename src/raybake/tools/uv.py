@@ -1,4 +1,4 @@
-"""uv: the binary raybake copies into images, and lock checks on the host.
+"""uv: the binary raybake copies into images, and lock checks and audits on the host.
 
 Two uvs: the one installed next to raybake runs on this machine (lock checks,
 exports); the one put into an image is the spec's uv_version (raybake's own by
@@ -158,6 +158,48 @@ def export_cyclonedx(project: Project, args: tuple[str, ...]) -> str:
     """uv's CycloneDX 1.5 SBOM of the lock's selection (``args``), with hashes, from the lock alone."""
     return run([uv_bin(), "export", "--frozen", "--format", "cyclonedx1.5", "--preview-features", "sbom-export",
                 "--no-progress", *args], cwd=project.root, timeout=120).stdout
+
+
+
+def audit(project: Project, args: tuple[str, ...], service_url: str) -> dict:
+    """`uv audit` of the lock as it stands (``args``: the --no-extra/--no-group
+    flags that leave out what a spec does not select) against the OSV-compatible
+    service at ``service_url``: uv's JSON report.
+
+    ``--no-index``: the vulnerability service is the one thing asked; uv's
+    project statuses would also ask every package index (private ones included,
+    with their credentials) for each package."""
+    import json
+
+    proc = run([uv_bin(), "audit", "--frozen", "--no-index", "--preview-features", "audit-command,json-output",
+                "--output-format", "json", "--no-progress", "--service-url", service_url, *args],
+               cwd=project.root, check=False, timeout=300)
+    detail = (proc.stderr or "").strip()
+    if proc.returncode in (0, 1):  # 1: vulnerabilities found
+        try:
+            return json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            detail = detail or proc.stdout.strip()
+    if "unrecognized subcommand" in detail:
+        raise ToolError(f"the uv raybake runs ({uv_bin()}) has no `uv audit` command:\n{detail}",
+                        fix="install a uv that has it (0.13 or later) where raybake is installed: "
+                            "`uv tool install --reinstall raybake`, or `pip install -U 'uv>=0.13'` in raybake's "
+                            "environment")
+    if "error sending request" in detail or "Request failed after" in detail:
+        raise ToolError(f"the vulnerability service {service_url} could not be reached:\n{detail}",
+                        fix="check network access and proxy settings (HTTPS_PROXY, SSL_CERT_FILE) to it, or set "
+                            "RAYBAKE_AUDIT_SERVICE_URL (--service-url) to an OSV-compatible service this machine "
+                            "can reach")
+    if "error decoding response body" in detail or "status client error" in detail \
+            or "status server error" in detail:
+        raise ToolError(f"{service_url} did not answer as an OSV vulnerability service:\n{detail}",
+                        fix="set RAYBAKE_AUDIT_SERVICE_URL (--service-url) to the base URL of an OSV API "
+                            "(POST /v1/querybatch, GET /v1/vulns/ID), e.g. https://api.osv.dev/")
+    if "offline mode" in detail:
+        raise ToolError(f"`uv audit` needs the network to ask {service_url}, and uv is told to stay offline:\n{detail}",
+                        fix="unset UV_OFFLINE for raybake audit (and build --audit)")
+    raise ToolError(f"`uv audit` of {project.root / 'uv.lock'} failed:\n{detail}",
+                    fix="fix what uv reports above")
 
 
 # uv's wheels name the CPU with these tags (manylinux2014: glibc 2.17 and later).
