@@ -130,8 +130,8 @@ def test_base_image_absent_and_not_pullable(engine, copy_fixture, unique_repo):
 def test_index_unreachable_surfaces_uv_message(engine, copy_fixture, unique_repo):
     root = copy_fixture("small")
     (root / "images").mkdir()
-    # No network in the build and no uv cache: uv must download and cannot.
-    (root / "images/default.yaml").write_text('network: none\nenv:\n  UV_NO_CACHE: "1"\n')
+    # No network in the build and no uv cache: uv must download and cannot (at once: no retries).
+    (root / "images/default.yaml").write_text('network: none\nenv:\n  UV_NO_CACHE: "1"\n  UV_HTTP_RETRIES: "0"\n')
     env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
     env.pop("RAYBAKE_NETWORK")
     proc = raybake("build", "-C", str(root), env=env, check=False)
