@@ -310,6 +310,7 @@ UNSAFE = {
     "marker of another user": lambda node: _chown(node.marker),
     "group-writable marker": lambda node: node.marker.chmod(0o664),
     "parent writable by others": lambda node: node.envs.parent.chmod(0o777),
+    "parent of another user": lambda node: _chown(node.envs.parent),  # who may rename the root away
     "venv of another user": lambda node: _chown(node.venv),
     "bin directory writable by others": lambda node: (node.venv / "bin").chmod(0o777),
     "interpreter in a directory others may write": lambda node: _interpreter_in_shared_dir(node),
