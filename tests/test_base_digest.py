@@ -136,3 +136,46 @@ def test_the_pin_keeps_recorded_bases_offline_and_drops_unused_ones(copy_fixture
     assert "base gone/base:1: sha256:" in proc.stderr and "(removed: no spec has it any more)" in proc.stderr
     assert pin_file(root)["bases"] == {"example.invalid/base:1": recorded}
     assert pin_file(root)["images"]["default"] == tag(root, env) != by_name
+
+
+def test_a_base_named_by_digest_is_hashed_and_built_from_by_that_digest_offline(copy_fixture):
+    """README, Base image digests (1.): `base_image: NAME@sha256:...` needs nothing
+    resolved: the tag hashes that digest, FROM takes it, and `pin --update-bases`
+    has nothing to record for it, all with no daemon and no network."""
+    from raybake.planner import identities_for
+    from raybake.project import load_project
+
+    root = copy_fixture("small")
+    by_digest = {c: f"example.invalid/base:1@sha256:{c * 64}" for c in "cd"}
+    tags = {}
+    for c, base in by_digest.items():
+        env = {**os.environ, "RAYBAKE_BASE_IMAGE": base, **OFFLINE}
+        tags[c] = tag(root, env)
+        (identity,) = identities_for(load_project(root), environ=env)
+        assert identity.base_digest == f"sha256:{c * 64}" and identity.base_reference == base
+    assert tags["c"] != tags["d"]  # another digest under the same name is another image
+    env = {**os.environ, "RAYBAKE_BASE_IMAGE": by_digest["c"], **OFFLINE}
+    proc = raybake("pin", "--update-bases", "-C", str(root), env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert pin_file(root)["bases"] == {} and pin_file(root)["images"]["default"] == tags["c"]
+
+
+@pytest.mark.engine
+@pytest.mark.registry
+@pytest.mark.parametrize("where", ["absent", "unreachable"])
+def test_update_bases_with_a_base_it_cannot_resolve_is_an_error_and_the_pin_stays(copy_fixture, engine, where):
+    """No digest to record (not here, and its registry has no such tag or does not
+    answer): an error naming the base and the fix, never a pin without it."""
+    from test_errors import assert_clean_error
+
+    base = (f"{engine.registry}/{new_repository('absent')}:1" if where == "absent"
+            else f"127.0.0.1:1/{new_repository('absent')}:1")  # nothing listens on port 1
+    root = copy_fixture("small")
+    env = engine.env(RAYBAKE_BASE_IMAGE=base)
+    raybake("pin", "-C", str(root), env=env)
+    before = (root / PIN_FILE).read_bytes()
+    proc = raybake("pin", "--update-bases", "-C", str(root), env=env, check=False)
+    needle = ("is neither in the local image store nor in its registry" if where == "absent"
+              else "cannot resolve the base image")
+    assert_clean_error(proc, base, needle, f"docker pull {base}", "RAYBAKE_BASE_IMAGE")
+    assert (root / PIN_FILE).read_bytes() == before
