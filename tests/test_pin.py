@@ -272,6 +272,28 @@ def test_require_present_asks_the_registry_and_an_unreachable_one_is_an_error(co
     assert "cannot tell whether" in proc.stderr and "did not answer" in proc.stderr
 
 
+@pytest.mark.registry
+@pytest.mark.engine
+def test_require_present_with_a_foreign_image_in_the_registry_is_an_error_naming_both_hashes(
+        copy_fixture, engine, unique_repo, tmp_path):
+    """An image under the pinned tag that raybake did not build for this pin is never "present"."""
+    from test_build import foreign_image
+    from test_errors import assert_clean_error
+
+    root = copy_fixture("small")
+    run_env = engine.env(RAYBAKE_REPOSITORY=f"{engine.registry}/{unique_repo}")
+    raybake("pin", "-C", str(root), env=run_env, check=False)
+    (reference,) = read_pin(root).images.values()
+    other = "0" * 64
+    foreign_image(reference, tmp_path, other)
+    try:
+        docker("push", "--quiet", reference)
+    finally:
+        docker("image", "rm", reference)
+    proc = raybake("pin", "--require-present", "-C", str(root), env=run_env, check=False)
+    assert_clean_error(proc, reference, f"label is {other}", reference.rsplit("-", 1)[1])
+
+
 # ---------------------------------------------------------------- pre-commit
 
 
