@@ -336,3 +336,31 @@ def test_an_image_taken_over_and_removed_before_its_tag_is_built_again(engine, c
     result = ensure_image(project, plan, reporter=Reporter(), verify=taken_over_once)
     assert result.status == "built" and verified == [result.image_id] * 2
     assert docker("image", "inspect", "--format", "{{.Id}}", plan.reference).stdout.strip() == result.image_id
+
+
+# ---- RAYBAKE_BUILD_TIMEOUT ----
+
+@pytest.mark.parametrize("stalls", ["base pull", "download"])
+def test_a_stalled_build_is_stopped_at_raybake_build_timeout(engine, copy_fixture, unique_repo, stalls):
+    """README: RAYBAKE_BUILD_TIMEOUT bounds one image build, the base image's pull
+    included. What stalls is a server that accepts and never answers: a base in its
+    registry, or the proxy every download of uv goes through."""
+    from test_buildcache import stalled_registry
+    from test_errors import assert_clean_error
+
+    root = copy_fixture("small")
+    env = engine.env(RAYBAKE_REPOSITORY=unique_repo, RAYBAKE_BUILD_TIMEOUT="3")
+    with stalled_registry() as stalled:
+        if stalls == "base pull":
+            env["RAYBAKE_BASE_IMAGE"] = f"{stalled}/raybake-test/base:1"
+            needle = f"pulling {stalled}/raybake-test/base:1 did not finish within 3 s and was stopped"
+        else:
+            (root / "images").mkdir()
+            (root / "images/default.yaml").write_text(
+                f'env:\n  HTTPS_PROXY: "http://{stalled}"\n  HTTP_PROXY: "http://{stalled}"\n'
+                '  UV_NO_CACHE: "1"\n')
+            needle = "the image build did not finish within 3 s and was stopped"
+        proc = raybake("build", "-C", str(root), env=env, check=False)
+    assert_clean_error(proc, needle, "RAYBAKE_BUILD_TIMEOUT")
+    reference = raybake("tag", "-C", str(root), env=env).stdout.strip()
+    assert docker("image", "inspect", reference, check=False).returncode != 0
