@@ -192,6 +192,29 @@ def test_a_rejected_push_leaves_nothing_in_the_registry(engine, copy_fixture, un
     assert unique_repo not in registry_repositories(engine.registry)
 
 
+@pytest.mark.engine
+@pytest.mark.registry
+def test_cache_from_and_cache_to_on_the_command_line_replace_the_default(engine, copy_fixture, unique_repo,
+                                                                          tmp_path):
+    """`build --cache-from X --cache-to Y`: BuildKit imports X instead of
+    REPOSITORY:buildcache-SPEC, and Y is written once the image is verified."""
+    root = copy_fixture("small")
+    repository = f"{engine.registry}/{unique_repo}"
+    env = engine.env(RAYBAKE_REPOSITORY=repository)
+    cache_from = f"{repository}:buildcache-from-the-command-line"
+    exported = tmp_path / "exported-cache"
+    proc = raybake("build", "--progress", "plain", "--cache-from", cache_from,
+                   "--cache-to", f"type=local,dest={exported}", "-C", str(root), env=env)
+    output = proc.stderr + proc.stdout
+    assert " built " in proc.stdout
+    assert f"importing cache manifest from {cache_from}" in output
+    assert f"{repository}:buildcache-default" not in output  # replaced, not added to
+    assert output.index("verifying the environment") < output.index(
+        f"exporting the build cache to type=local,dest={exported}")
+    index = json.loads((exported / "index.json").read_text())
+    assert index["manifests"], index
+
+
 @contextmanager
 def stalled_registry():
     """A server on 127.0.0.1 that accepts connections and never answers."""
