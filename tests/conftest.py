@@ -223,6 +223,25 @@ def pushed_example(engine, repositories, tmp_path_factory) -> PushedProject:
     return PushedProject(root, env, reference, by_digest)
 
 
+@pytest.fixture(scope="session")
+def ray_example(engine, repositories, tmp_path_factory) -> tuple[Path, dict[str, str], str, str]:
+    """The example with boto3 added (a Ray node fetches s3:// working_dirs with
+    it), built once for the session and pushed to the test registry, as a cluster
+    pulls it: (project, environment, reference, build output). Tests that change
+    the project copy it first (the source is not in the tag: the copy's image is
+    this one). The session removes the repository and its images."""
+    from raybake.tools.uv import uv_bin
+
+    root = tmp_path_factory.mktemp("ray-example") / "ray-app"
+    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    subprocess.run([str(uv_bin()), "add", "--no-sync", "--quiet", "boto3"], cwd=root, check=True, timeout=300)
+    env = engine.env(RAYBAKE_REPOSITORY=f"{engine.registry}/{repositories('k')}")
+    env.pop("RAY_ADDRESS", None)
+    proc = raybake("build", "--push", "-C", str(root), env=env, timeout=1200)
+    reference = raybake("tag", "-C", str(root), env=env).stdout.strip()
+    return root, env, reference, proc.stdout + proc.stderr
+
+
 BUCKET = "raybake-wd"
 
 

@@ -16,6 +16,8 @@ import shutil
 import subprocess
 import threading
 import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,6 @@ from helpers import docker, raybake
 from jsonschema import Draft4Validator, ValidationError
 
 from raybake.contract import LABEL_INPUT_HASH, LABEL_PYTHON
-from raybake.tools.uv import uv_bin
 
 CRDS = Path(__file__).parent / "data" / "kuberay"
 URI = "https://example.com/ray-app/wd-0123.zip"
@@ -399,20 +400,29 @@ def served(tmp_path):
         server.server_close()
 
 
+@dataclass(frozen=True)
+class Head:
+    image: str  # REPOSITORY@sha256:..., as the manifests name it
+    container_id: str
+    address: str
+
+
 @pytest.fixture(scope="module")
-def built(engine, repositories, tmp_path_factory):
-    """The example with boto3 added (a Ray node fetches s3:// working_dirs with
-    it), built once and pushed to the test registry, as a cluster pulls it
-    (from the layer cache, so it has every label): (project, environment,
-    reference, build output). The session removes the repository and its images."""
-    root = tmp_path_factory.mktemp("kuberay-built") / "ray-app"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
-    subprocess.run([str(uv_bin()), "add", "--no-sync", "--quiet", "boto3"], cwd=root, check=True, timeout=300)
-    env = engine.env(RAYBAKE_REPOSITORY=f"{engine.registry}/{repositories('k')}")
-    env.pop("RAY_ADDRESS", None)
-    proc = raybake("build", "--push", "-C", str(root), env=env, timeout=1200)
-    reference = raybake("tag", "-C", str(root), env=env).stdout.strip()
-    return root, env, reference, proc.stdout + proc.stderr
+def head(ray_example, s3, tmp_path_factory) -> Iterator[Head]:
+    """One head in the pushed image, by digest, for the module's jobs (each job
+    fetches its own working_dir): the S3 server's address and keys in its
+    environment, as a cluster's service account would give them."""
+    from raybake.localcluster import local_head
+
+    root, env, _, _ = ray_example
+    aws, _ = s3
+    manifest = yaml.safe_load(raybake(
+        "job-config", "-C", str(root), "--format", "kuberay", "--entrypoint", "python main.py",
+        "--working-dir-uri", "https://example.invalid/ray-app.zip",
+        "--stage-dir", str(tmp_path_factory.mktemp("wd") / "wd"), env=env).stdout)
+    image = head_image(manifest)
+    with local_head(image, env=aws) as running:
+        yield Head(image, running.container_id, running.address)
 
 
 def head_image(manifest: dict) -> str:
@@ -432,10 +442,10 @@ def submit_as_kuberay(head, spec: dict) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.engine
 @pytest.mark.registry
-def test_the_image_keeps_its_environment_in_a_login_shell(built):
+def test_the_image_keeps_its_environment_in_a_login_shell(ray_example):
     """/etc/profile sets PATH anew (Debian's drops /opt/venv/bin): `ray` and
     `python` must still be the venv's, for root and for another user."""
-    reference = built[2]
+    reference = ray_example[2]
     for user in ("0", "1000:1000"):
         out = docker("run", "--rm", "--network", "none", "--user", user, reference, "/bin/bash", "-lc",
                      "command -v ray python; echo $VIRTUAL_ENV").stdout.split()
@@ -445,13 +455,11 @@ def test_the_image_keeps_its_environment_in_a_login_shell(built):
 @pytest.mark.registry
 @pytest.mark.engine
 @pytest.mark.ray
-def test_the_rayjob_runs_the_way_kuberay_submits_it(built, served, tmp_path):
+def test_the_rayjob_runs_the_way_kuberay_submits_it(ray_example, served, head, tmp_path):
     """The RayJob's entrypoint and runtimeEnvYAML, submitted as KubeRay's
     submitter pod does it to a head running the image; the source comes from
     the zip at --working-dir-uri, fetched by the head."""
-    from raybake.localcluster import local_head
-
-    root, env, reference, build_output = built
+    root, env, reference, build_output = ray_example
     python = re.search(r"\(Python (\d+\.\d+\.\d+) from ", build_output).group(1)
     label = docker("image", "inspect", "--format", f'{{{{index .Config.Labels "{LABEL_PYTHON}"}}}}', reference)
     assert label.stdout.strip() == python  # what job-config compares a client's Python with
@@ -462,8 +470,8 @@ def test_the_rayjob_runs_the_way_kuberay_submits_it(built, served, tmp_path):
         "--stage-dir", str(tmp_path / "wd"), env=env).stdout)
     validate(manifest)
     spec = manifest["spec"]
-    with local_head(head_image(manifest)) as head:
-        proc = submit_as_kuberay(head, spec)
+    assert head_image(manifest) == head.image
+    proc = submit_as_kuberay(head, spec)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "ray-app job OK" in out and "worker says: hello from ray_app" in out, out
@@ -474,15 +482,13 @@ def test_the_rayjob_runs_the_way_kuberay_submits_it(built, served, tmp_path):
 @pytest.mark.engine
 @pytest.mark.registry
 @pytest.mark.ray
-def test_a_working_dir_uploaded_to_s3_runs_on_a_head_that_fetches_it(built, s3, tmp_path):
+def test_a_working_dir_uploaded_to_s3_runs_on_a_head_that_fetches_it(ray_example, s3, head, tmp_path):
     """`job-config --upload s3://...` against an S3-compatible server on
     127.0.0.1: the RayJob names the uploaded package, and a head in the image
     (boto3 and smart-open from the lock, the server's address and keys in its
     environment, as a cluster's service account would give them) fetches it
     and runs the project's code."""
-    from raybake.localcluster import local_head
-
-    root, env, _, _ = built
+    root, env, _, _ = ray_example
     aws, client = s3
     manifest = yaml.safe_load(raybake(
         "job-config", "-C", str(root), "--format", "kuberay", "--entrypoint", "python main.py",
@@ -491,8 +497,8 @@ def test_a_working_dir_uploaded_to_s3_runs_on_a_head_that_fetches_it(built, s3, 
     uri = yaml.safe_load(manifest["spec"]["runtimeEnvYAML"])["working_dir"]
     assert re.fullmatch(rf"s3://{BUCKET}/jobs/ray-app-[0-9a-f]{{16}}\.zip", uri), uri
     assert client.head_object(Bucket=BUCKET, Key=uri.removeprefix(f"s3://{BUCKET}/"))["ContentLength"] > 0
-    with local_head(head_image(manifest), env=aws) as head:
-        proc = submit_as_kuberay(head, manifest["spec"])
+    assert head_image(manifest) == head.image
+    proc = submit_as_kuberay(head, manifest["spec"])
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "ray-app job OK" in out and "worker says: hello from ray_app" in out, out

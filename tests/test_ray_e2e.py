@@ -13,42 +13,36 @@ pytestmark = [pytest.mark.engine, pytest.mark.ray]
 
 
 @pytest.fixture(scope="module")
-def example(engine, repositories, tmp_path_factory):
-    """A copy of examples/ray-app and its built image (built once for the module)."""
+def example(ray_example, tmp_path_factory):
+    """A copy of the session's built example (its image is the same: source is not
+    hashed), with a .env and a .git that must never ship."""
+    built_root, env, _, _ = ray_example
     root = tmp_path_factory.mktemp("e2e") / "ray-app"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    shutil.copytree(built_root, root)
     (root / ".env").write_text("SECRET_TOKEN=do-not-ship\n")
     (root / ".git").mkdir()
     (root / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
-    env = engine.env(RAYBAKE_REPOSITORY=repositories("e"))  # not `make example`'s tag: removed at the end
-    env.pop("RAY_ADDRESS", None)
-    raybake("build", "-C", str(root), env=env, timeout=1200)
     return root, env
 
 
-def test_job_runs_with_image_dependencies_and_working_dir_source(example):
-    root, env = example
-    proc = raybake("submit", "-C", str(root), "--", "python", "main.py", env=env, timeout=600)
-    out = proc.stdout
-    assert "ray-app job OK" in out, out + proc.stderr
-    # Tasks ran on the image's interpreter, imported pandas/pyarrow from the
-    # image and the project's code from working_dir.
-    assert "worker python: /opt/venv/bin/python" in out
-    assert "worker says: hello from ray_app" in out
-    assert "batches: 4, total count: 40, max: 39" in out
-    assert "starting a local Ray head" in proc.stderr and "stopping the local Ray head" in proc.stderr
-    assert "Uploading package" not in out + proc.stderr  # the job client's own log lines are not the job's
-
-
-def test_source_edit_builds_nothing_and_the_job_sees_it(example):
+def test_job_runs_image_dependencies_and_edited_source_without_a_build(example):
+    """A source edit leaves the tag alone and builds nothing; the job's tasks run on
+    the image's interpreter, import pandas/pyarrow from the image and the edited
+    project code from working_dir."""
     root, env = example
     tag_before = raybake("tag", "-C", str(root), env=env).stdout
     stats = root / "src" / "ray_app" / "stats.py"
     stats.write_text(stats.read_text().replace("hello from ray_app", "hello from an edit"))
     assert raybake("tag", "-C", str(root), env=env).stdout == tag_before
     proc = raybake("submit", "-C", str(root), "--", "python", "main.py", env=env, timeout=600)
+    out = proc.stdout
     assert "up to date" in proc.stderr and "building" not in proc.stderr
-    assert "worker says: hello from an edit" in proc.stdout
+    assert "ray-app job OK" in out, out + proc.stderr
+    assert "worker python: /opt/venv/bin/python" in out
+    assert "worker says: hello from an edit" in out
+    assert "batches: 4, total count: 40, max: 39" in out
+    assert "starting a local Ray head" in proc.stderr and "stopping the local Ray head" in proc.stderr
+    assert "Uploading package" not in out + proc.stderr  # the job client's own log lines are not the job's
 
 
 def test_over_the_cap_fails_before_upload_naming_the_largest(example, tmp_path):
