@@ -26,8 +26,10 @@ example: env engine
 	RAYBAKE_BASE_IMAGE=$${RAYBAKE_BASE_IMAGE:-$$RAYBAKE_TEST_BASE_IMAGE} RAYBAKE_NETWORK=$${RAYBAKE_NETWORK:-host} \
 	  $(UV) run --frozen raybake submit -C examples/ray-app -- python main.py
 
+# Two workers: the tests that use the engine, the registry or Ray one after another
+# on one (tests/conftest.py groups them), the rest beside them on the other.
 test: env engine
-	@$(UV) run --frozen pytest
+	@$(UV) run --frozen pytest -n 2 --dist loadgroup
 
 # Benchmarks (not tests): builds against two plain Dockerfiles and Ray start-up
 # (tables and chart under benchmarks/results/), then verification and hook times.

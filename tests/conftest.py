@@ -50,6 +50,19 @@ def _unavailable(reason: str):
     pytest.skip(message)
 
 
+ENGINE_MARKERS = ("engine", "registry", "ray")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `pytest -n 2 --dist loadgroup` (make test) every test that uses the
+    engine, the registry or Ray runs on one worker, one after another, as they
+    assume (one session registry, the leftover check, timed stalls); the tests that
+    need none of them run beside it on the other."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ENGINE_MARKERS) or "engine" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("engine"))
+
+
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory) -> Iterator[Engine]:
     """The shared engine and base images, with a registry of this session's own
