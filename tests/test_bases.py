@@ -1,16 +1,8 @@
 """Base images people use: non-root bases (rayproject/ray runs as `ray`)."""
 
-import functools
-import hashlib
-import io
 import json
 import shutil
-import threading
 import uuid
-import zipfile
-from contextlib import contextmanager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from conftest import EXAMPLE
@@ -41,52 +33,6 @@ def test_a_non_root_base_builds_verifies_and_runs_as_its_user(engine, copy_fixtu
     out = docker("run", "--rm", "--network", "none", ref, "sh", "-c",
                  "id -un; python -c 'import six, sys; print(sys.prefix)'; touch /opt/venv/x 2>&1 || echo read-only")
     assert out.stdout.split() [:2] == ["ray", "/opt/venv"] and "read-only" in out.stdout
-
-
-@contextmanager
-def simple_index(folder: Path, version: str, binary: bytes, *, sha256: str | None = None):
-    """A PEP 691 simple index for uv on 127.0.0.1 with one linux/arm64 wheel
-    holding ``binary``; its listed sha256 is the wheel's unless ``sha256`` says otherwise."""
-    name = f"uv-{version}-py3-none-manylinux_2_17_aarch64.whl"
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as wheel:
-        wheel.writestr(f"uv-{version}.data/scripts/uv", binary)
-    (folder / name).write_bytes(buffer.getvalue())
-    server = ThreadingHTTPServer(("127.0.0.1", 0),
-                                 functools.partial(SimpleHTTPRequestHandler, directory=str(folder)))
-    url = f"http://127.0.0.1:{server.server_port}"
-    (folder / "index.json").write_text(json.dumps({"files": [{
-        "filename": name, "url": f"{url}/{name}",
-        "hashes": {"sha256": sha256 or hashlib.sha256(buffer.getvalue()).hexdigest()}}]}))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"{url}/index.json"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@pytest.mark.parametrize("matches", [True, False])
-def test_another_platforms_uv_comes_from_the_index_only_when_its_sha256_matches(tmp_path, monkeypatch, matches):
-    """uv's wheel for another platform, checked against the sha256 its index lists
-    (a local index: no download from the real one)."""
-    from raybake.errors import ToolError
-    from raybake.tools import uv
-
-    monkeypatch.setenv("RAYBAKE_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    (tmp_path / "index").mkdir()
-    binary = b"\x7fELF not really uv"
-    with simple_index(tmp_path / "index", "9.9.9", binary, sha256=None if matches else "0" * 64) as index:
-        monkeypatch.setattr(uv, "SIMPLE_INDEX", index)
-        if matches:
-            assert uv.uv_bin_for("linux/arm64", "9.9.9", host="linux/amd64").read_bytes() == binary
-        else:
-            with pytest.raises(ToolError, match="does not match PyPI's sha256"):
-                uv.uv_bin_for("linux/arm64", "9.9.9", host="linux/amd64")
-            assert not list((tmp_path / "cache").rglob("uv"))  # nothing unchecked is kept
 
 
 @pytest.mark.engine

@@ -2,12 +2,10 @@
 
 import dataclasses
 import json
-import shutil
 import subprocess
 import uuid
 
 import pytest
-from conftest import FIXTURES
 from helpers import docker, make_wheel, raybake
 
 from raybake.project import load_project

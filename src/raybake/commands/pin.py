@@ -3,7 +3,7 @@ from pathlib import Path
 
 import click
 
-from raybake.commands.options import json_option, project_option, spec_override_options
+from raybake.commands.options import project_option, spec_override_options
 from raybake.project import load_project
 
 

@@ -14,7 +14,6 @@ localhost speak plain HTTP, as Docker allows them to."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
