@@ -6,6 +6,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -96,7 +97,7 @@ def manifest(reference: str) -> dict:
 
 
 @contextmanager
-def engine_of_its_own(home: Path, base_image: str) -> Iterator[dict[str, str]]:
+def engine_of_its_own(base_image: str) -> Iterator[dict[str, str]]:
     """A throwaway dockerd with an empty image store and BuildKit cache, holding
     only ``base_image``; yields the environment that points the docker CLI at it.
 
@@ -104,11 +105,13 @@ def engine_of_its_own(home: Path, base_image: str) -> Iterator[dict[str, str]]:
     build on the machine uses: no BuildKit image can be had offline for `docker
     buildx create --driver docker-container`, so this is a second daemon with the
     flags buildkit/engine-up gives the shared one, and data, exec root, pid file
-    and socket of its own under ``home``, removed with it. It reaches the
+    and socket of its own under a new directory, removed with it. It reaches the
     registries on 127.0.0.1 as the shared engine does."""
-    home.mkdir()
+    # Directly under the temp root, not pytest's deep tmp_path (deeper still under
+    # xdist), and short names under it: the daemon's and containerd's socket paths
+    # must stay under 104 bytes.
+    home = Path(tempfile.mkdtemp(prefix="rb-engine-"))
     env = {**os.environ, "DOCKER_HOST": f"unix://{home}/docker.sock"}
-    # Short names under home: the daemon's and containerd's socket paths must stay under 108 bytes.
     daemon = subprocess.Popen(
         ["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false", "--data-root", str(home / "d"),
          "--exec-root", str(home / "x"), "--pidfile", str(home / "pid"), "--host", env["DOCKER_HOST"]],
@@ -140,7 +143,7 @@ def engine_of_its_own(home: Path, base_image: str) -> Iterator[dict[str, str]]:
 
 @pytest.mark.engine
 @pytest.mark.registry
-def test_fresh_runner_takes_the_lower_layers_from_the_registry_cache(engine, copy_fixture, unique_repo, tmp_path):
+def test_fresh_runner_takes_the_lower_layers_from_the_registry_cache(engine, copy_fixture, unique_repo):
     """Build and push: the cache goes next to the image, every split layer in it;
     a runner without the image or any local cache (an engine of the test's own)
     then builds a new lock from it, its lower layers cached."""
@@ -164,7 +167,7 @@ def test_fresh_runner_takes_the_lower_layers_from_the_registry_cache(engine, cop
     (root / "pyproject.toml").write_text(text.replace('dependencies = ["six==1.17.0"]',
                                                       'dependencies = ["six==1.17.0", "tabulate==0.9.0"]'))
     subprocess.run([str(uv_bin()), "lock", "-q"], cwd=root, check=True)
-    with engine_of_its_own(tmp_path / "engine", engine.base_image) as fresh:
+    with engine_of_its_own(engine.base_image) as fresh:
         second = raybake("build", "-C", str(root), env={**env, "DOCKER_HOST": fresh["DOCKER_HOST"]})
     output = second.stderr + second.stdout
     assert " built " in second.stdout
