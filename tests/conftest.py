@@ -56,11 +56,14 @@ ENGINE_MARKERS = ("engine", "registry", "ray")
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under `pytest -n 2 --dist loadgroup` (make test) every test that uses the
     engine, the registry or Ray runs on one worker, one after another, as they
-    assume (one session registry, the leftover check, timed stalls); the tests that
-    need none of them run beside it on the other."""
+    assume (one session registry, the leftover check, timed stalls); the other
+    tests run beside them a module at a time, so that no worker sets up a
+    module's fixtures (pre-commit's hook environment) a second time."""
     for item in items:
         if any(item.get_closest_marker(name) for name in ENGINE_MARKERS) or "engine" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("engine"))
+        else:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
 @pytest.fixture(scope="session")
