@@ -35,8 +35,9 @@ def test_images_dir_gives_one_spec_per_file_over_tool_raybake_defaults(copy_fixt
     assert (cpu.name, cpu.repository, cpu.extras, cpu.apt_packages) == ("cpu", "acme/small", ("table",), ("git",))
     assert (gpu.base_image, gpu.apt_packages) == ("nvidia/cuda:12", ("curl", "git"))
     assert select((cpu, gpu), ["gpu"]) == (gpu,)
-    with pytest.raises(SpecError, match="several image specs"):
+    with pytest.raises(SpecError, match="several image specs") as err:
         select((cpu, gpu), [])
+    assert "`raybake build cpu`" in err.value.fix  # one of the project's own names
     with pytest.raises(SpecError, match="no image spec named tpu"):
         select((cpu, gpu), ["tpu"])
 

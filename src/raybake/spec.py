@@ -232,8 +232,10 @@ def select(specs: tuple[ImageSpec, ...], names: tuple[str, ...] | list[str]) -> 
             return specs
         if DEFAULT_SPEC in by_name:
             return (by_name[DEFAULT_SPEC],)
+        first = next(iter(by_name))
         raise SpecError(f"this project has several image specs: {', '.join(by_name)}",
-                        fix="name one (e.g. `raybake build cpu`) or use --all")
+                        fix=f"name one after the command (e.g. `raybake build {first}`, `raybake audit {first}`), "
+                            "or build or tag them all with --all")
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise SpecError(f"no image spec named {', '.join(unknown)}; this project has: {', '.join(by_name)}",
