@@ -37,7 +37,7 @@ def test_images_dir_gives_one_spec_per_file_over_tool_raybake_defaults(copy_fixt
     assert select((cpu, gpu), ["gpu"]) == (gpu,)
     with pytest.raises(SpecError, match="several image specs") as err:
         select((cpu, gpu), [])
-    assert "`raybake build cpu`" in err.value.fix  # one of the project's own names
+    assert "`raybake audit cpu`" in err.value.fix  # a name of its own, for any command
     with pytest.raises(SpecError, match="no image spec named tpu"):
         select((cpu, gpu), ["tpu"])
 
