@@ -149,3 +149,28 @@ def test_a_prefix_raybake_cannot_upload_to_is_refused(example, prefix):
     proc = raybake("stage", "-C", str(example), "--upload", prefix, check=False)
     assert proc.returncode == 2 and "not a place raybake uploads to" in proc.stderr, proc.stderr
     assert "fix:" in proc.stderr.lower() and "Traceback" not in proc.stderr
+
+
+def test_a_403_to_the_existence_check_is_a_missing_object_then_uploaded(tmp_path, monkeypatch):
+    """S3 answers HEAD of a missing key with 403 to credentials that may get and put
+    objects but not list the bucket (what the upload error's fix asks for): the
+    package is uploaded, not refused. (A stand-in client: moto does not enforce IAM.)"""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    from raybake.tools.storage import put_if_absent
+
+    uploaded = []
+
+    class WriteOnly:
+        def head_object(self, Bucket, Key):  # noqa: N803 - boto3's names
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+
+        def upload_file(self, filename, bucket, key):
+            uploaded.append((bucket, key))
+
+    monkeypatch.setattr(boto3, "client", lambda *args, **kwargs: WriteOnly())
+    package = tmp_path / "wd.zip"
+    package.write_bytes(b"zip")
+    assert put_if_absent("s3://bucket/jobs/wd.zip", package) is True
+    assert uploaded == [("bucket", "jobs/wd.zip")]

@@ -54,7 +54,10 @@ def _s3_put(bucket: str, key: str, source: Path, uri: str) -> bool:
             client.head_object(Bucket=bucket, Key=key)
             return False
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+            # S3 answers 403, not 404, for a missing key to credentials without s3:ListBucket:
+            # then upload (the key is content-addressed, so at worst the same bytes again).
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound", "403",
+                                                                   "AccessDenied", "Forbidden"):
                 raise
         client.upload_file(str(source), bucket, key)
         return True
