@@ -14,8 +14,8 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +57,7 @@ def _worker_ports(first: int) -> list[str]:
 
 
 def _node_args(index: int, cpus: int, worker_ports: int) -> list[str]:
-    ports = {name: free_port() for name in NODE_PORTS}
+    ports = free_ports(NODE_PORTS)
     return ["--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats", f"--num-cpus={cpus}",
             f"--object-store-memory={OBJECT_STORE_BYTES}",
             f"--resources={json.dumps({node_resource(index): NODE_RESOURCE_UNITS})}",
@@ -73,7 +73,7 @@ def local_cluster(image: str, *, workers: int = 2, cpus_per_node: int = 2,
     Yields once every node has joined. ``env`` and ``mounts`` (read-only,
     host path to container path) go to every node: Ray's runtime_env agent
     and the worker processes inherit the node's environment."""
-    head_ports = {name: free_port() for name in HEAD_PORTS}
+    head_ports = free_ports(HEAD_PORTS)
     gcs = f"127.0.0.1:{head_ports['port']}"
     address = f"http://127.0.0.1:{head_ports['dashboard-port']}"
     # Worker-port blocks below the ephemeral range, one per node, from a random
@@ -129,11 +129,20 @@ def _wait_for_nodes(address: str, expected: int, containers: list[str]) -> None:
 HEAD_START_TIMEOUT = 120
 
 
+def free_ports(names: Iterable[str]) -> dict[str, int]:
+    """A port on 127.0.0.1 that nothing listens on right now for each name, all
+    different: every socket stays bound until all are chosen (one by one, the
+    system may hand out a port it just gave again)."""
+    with ExitStack() as stack:
+        sockets = {name: stack.enter_context(socket.socket()) for name in names}
+        for s in sockets.values():
+            s.bind(("127.0.0.1", 0))
+        return {name: s.getsockname()[1] for name, s in sockets.items()}
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(["port"])["port"]
 
 
 @dataclass(frozen=True)
@@ -150,10 +159,10 @@ def local_head(image: str, *, env: Mapping[str, str] | None = None,
     Host networking (no bridge on these daemons) and free ports, so that it
     collides with nothing; every port Ray opens is chosen, none left at its
     default. ``env`` reaches Ray's processes (e.g. where to fetch working_dir from)."""
-    ports = {name: free_port() for name in (
+    ports = free_ports((
         "port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
         "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port",
-        "node-manager-port", "object-manager-port")}
+        "node-manager-port", "object-manager-port"))
     command = [f"{VENV_BIN}/ray", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                "--dashboard-host=127.0.0.1", "--disable-usage-stats", "--include-dashboard=true",
                *(f"--{k}={v}" for k, v in ports.items())]
