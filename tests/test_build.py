@@ -99,8 +99,8 @@ def test_workspace_installs_members_dependencies_not_members(engine, copy_fixtur
 
 # ---- only raybake's own image counts as built (the input-hash label) ----
 
-def foreign_image(reference: str, tmp_path, input_hash: str | None) -> None:
-    """A tiny image that raybake did not build, tagged ``reference``."""
+def foreign_image(reference: str, tmp_path, input_hash: str | None) -> str:
+    """A tiny image that raybake did not build, tagged ``reference``; its ID."""
     import tarfile
 
     archive = tmp_path / "foreign.tar"
@@ -108,7 +108,7 @@ def foreign_image(reference: str, tmp_path, input_hash: str | None) -> None:
         info = tarfile.TarInfo("foreign.txt")
         tar.addfile(info)
     change = ["--change", f"LABEL dev.raybake.input-hash={input_hash}"] if input_hash else []
-    docker("import", *change, str(archive), reference)
+    return docker("import", *change, str(archive), reference).stdout.strip()
 
 
 def input_hash_of(reference: str) -> str:
@@ -120,8 +120,11 @@ def test_a_foreign_image_under_the_tag_is_built_over(engine, copy_fixture, uniqu
     root = copy_fixture("small")
     env = engine.env(RAYBAKE_REPOSITORY=unique_repo)
     ref = raybake("tag", "-C", str(root), env=env).stdout.strip()
-    foreign_image(ref, tmp_path, None)  # `docker tag SOMETHING $(raybake tag)`
-    proc = raybake("build", "-C", str(root), env=env)
+    foreign = foreign_image(ref, tmp_path, None)  # `docker tag SOMETHING $(raybake tag)`
+    try:
+        proc = raybake("build", "-C", str(root), env=env)
+    finally:
+        docker("image", "rm", foreign, check=False)  # untagged by the build: unique_repo misses it
     assert " built " in proc.stdout, proc.stdout
     assert f"the image under {ref} is not raybake's build" in proc.stderr and "label is (none)" in proc.stderr
     assert input_hash_of(ref).startswith(ref.rsplit("-", 1)[1])
