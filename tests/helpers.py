@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # A base image digest for pure planning tests (no engine to resolve one).
@@ -20,6 +25,22 @@ def raybake(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         raise AssertionError(f"raybake {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@contextmanager
+def http_server(handler: Callable[..., BaseHTTPRequestHandler], *,
+                tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """``handler`` served on a free 127.0.0.1 port from a thread (HTTPS with ``tls``);
+    yields the base URL. Ray heads and builds on the host network reach it too."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def input_hash(root: Path, env: dict[str, str]) -> str:
@@ -224,8 +245,6 @@ class OSVServer:
 
     def __enter__(self) -> OSVServer:
         import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         server = self
 
@@ -259,16 +278,12 @@ class OSVServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._serving = http_server(Handler)
+        self.url = self._serving.__enter__() + "/"
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._serving.__exit__(None, None, None)
 
 
 def _in_range(version, events: list[dict]) -> bool:

@@ -14,7 +14,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import threading
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import BUCKET, EXAMPLE
-from helpers import docker, raybake
+from helpers import docker, http_server, raybake
 from jsonschema import Draft4Validator, ValidationError
 
 from raybake.contract import LABEL_INPUT_HASH, LABEL_PYTHON
@@ -389,15 +388,8 @@ def served(tmp_path):
     """An HTTP server on loopback for tmp_path/www; a Ray head on the host network reaches it."""
     root = tmp_path / "www"
     root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))) as url:
+        yield root, url
 
 
 @dataclass(frozen=True)

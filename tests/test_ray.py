@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 from conftest import EXAMPLE
-from helpers import raybake
+from helpers import http_server, raybake
 
 from raybake.errors import ToolError
 from raybake.tools.ray import connect
@@ -41,6 +41,8 @@ def silent_server() -> Iterator[str]:
 
 
 class HtmlPage(http.server.BaseHTTPRequestHandler):
+    """Every request answered with an HTML page (a web server, not a Ray dashboard)."""
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         body = b"<!doctype html><html><body>Welcome to nginx!</body></html>"
         self.send_response(200)
@@ -53,18 +55,6 @@ class HtmlPage(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def html_server() -> Iterator[str]:
-    """A web server that answers every request with an HTML page (not a Ray dashboard)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HtmlPage)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_dashboard_that_never_answers_is_a_bounded_error(monkeypatch):
     monkeypatch.setenv("RAYBAKE_RAY_TIMEOUT", "1")
     with silent_server() as address, pytest.raises(ToolError) as info:
@@ -74,7 +64,7 @@ def test_a_dashboard_that_never_answers_is_a_bounded_error(monkeypatch):
 
 
 def test_a_web_page_instead_of_a_dashboard_is_a_clear_error():
-    with html_server() as address, pytest.raises(ToolError) as info:
+    with http_server(HtmlPage) as address, pytest.raises(ToolError) as info:
         connect(address)
     assert f"{address} does not answer as a Ray dashboard" in info.value.message
     assert "8265" in info.value.fix
@@ -82,7 +72,7 @@ def test_a_web_page_instead_of_a_dashboard_is_a_clear_error():
 
 def test_submit_to_a_web_page_fails_before_building(copy_fixture):
     root = copy_fixture(EXAMPLE)
-    with html_server() as address:
+    with http_server(HtmlPage) as address:
         proc = raybake("submit", "-C", str(root), "--address", address, "--", "python", "main.py", check=False,
                        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent", "RAY_ADDRESS": ""})
     assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import FIXTURES
-from helpers import docker, job_runtime_env, make_wheel, raybake
+from helpers import docker, http_server, job_runtime_env, make_wheel, raybake
 
 from raybake.tools.uv import uv_bin
 
@@ -55,7 +55,6 @@ def private_index(tmp_path_factory):
     import hashlib
     import http.server
     import ssl
-    import threading
     from functools import partial
 
     import trustme
@@ -84,15 +83,8 @@ def private_index(tmp_path_factory):
     ca = trustme.CA()
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(context)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(www)))
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}/simple", ca.cert_pem.bytes().decode(), password
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(partial(Handler, directory=str(www)), tls=context) as url:
+        yield f"{url}/simple", ca.cert_pem.bytes().decode(), password
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +184,6 @@ version = "1.0"
 def leaky_sdist_url(tmp_path_factory):
     """http://127.0.0.1:PORT/leaky-1.0.tar.gz, an sdist with the backend above."""
     import http.server
-    import threading
     from functools import partial
 
     www = tmp_path_factory.mktemp("www")
@@ -202,15 +193,8 @@ def leaky_sdist_url(tmp_path_factory):
     (src / "backend.py").write_text(LEAKY_BACKEND)
     with tarfile.open(www / "leaky-1.0.tar.gz", "w:gz") as tar:
         tar.add(src, arcname="leaky-1.0")
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/leaky-1.0.tar.gz"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(partial(http.server.SimpleHTTPRequestHandler, directory=str(www))) as url:
+        yield f"{url}/leaky-1.0.tar.gz"
 
 
 def leaky_project(tmp_path: Path, name: str, url: str, spec: dict) -> Path:

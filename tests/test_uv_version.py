@@ -7,7 +7,6 @@ import io
 import json
 import re
 import subprocess
-import threading
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from importlib import metadata
 import pytest
 import yaml
 from conftest import REPO
-from helpers import raybake
+from helpers import http_server, raybake
 
 from raybake.contract import DEFAULT_UV_VERSION
 from raybake.errors import ToolError
@@ -98,13 +97,8 @@ def simple_index(wheel_name: str, wheel: bytes, sha256: str) -> Iterator[str]:
         def log_message(self, *args) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/simple/uv/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(Index) as url:
+        yield f"{url}/simple/uv/"
 
 
 @pytest.mark.parametrize("matches", [True, False])
