@@ -1,13 +1,14 @@
 """Image builds: raybake against two plain Dockerfiles on one warm machine, and
 on a fresh CI runner whose only cache is the registry's.
 
-Warm machine, per tool, in this order: cold (BuildKit cache pruned, the tool's
-images removed), no-op rebuild, source-only change, one small dependency
-added, one heavy dependency's version changed.
+Warm machine, per tool, in this order, on a throwaway engine of the series'
+own (engines.py): cold (no image, no BuildKit cache), no-op rebuild,
+source-only change, one small dependency added, one heavy dependency's
+version changed.
 
 Fresh runner: the registry holds the previous lock's image and its build
-cache; every local image of the series and all of BuildKit's cache are gone;
-one small dependency is added. raybake against (b) with the same registry cache."""
+cache; the runner is a throwaway engine with only the base image; one small
+dependency is added. raybake against (b) with the same registry cache."""
 
 from __future__ import annotations
 
@@ -42,14 +43,12 @@ from common import (
     wait_for_quiet_machine,
 )
 
+from engines import ThrowawayEngine
 from images import (
     changed_layers,
     image_id,
     image_size,
-    images_labelled,
     images_matching,
-    other_refs_of,
-    prune_build_cache,
     remove_images,
     tag_and_push,
     unpacked_size,
@@ -63,9 +62,6 @@ TOOLS = ("raybake", "pip", "uv")
 TOOL_LABELS = {"raybake": "raybake", "pip": "(a) COPY + pip install", "uv": "(b) uv single layer",
                "raybake_zstd": "raybake, `compression: zstd`"}
 FRESH_TOOLS = ("raybake", "raybake_zstd", "uv")
-# raybake's builds are reproducible: an example image left by `make example` or
-# the tests would hold the very layer blobs a cold build is to produce.
-EXAMPLE_LABEL = "dev.raybake.project=ray-app"
 
 
 @dataclass
@@ -110,15 +106,6 @@ class Baselines:
 
     def build(self, tool: str, project: Path, tag: str, logfile: Path, *extra: str) -> tuple[int, float]:
         return run_logged(self.argv(tool, project, tag, "--load", *extra), logfile)
-
-
-def cold_reset(prefixes: tuple[str, ...], *, example_images: bool) -> None:
-    """No BuildKit cache (uv's cache mounts included) and none of these images."""
-    refs = images_matching(prefixes)
-    if example_images:
-        refs += images_labelled(EXAMPLE_LABEL)
-    remove_images(refs)
-    prune_build_cache()
 
 
 class _ToolBench:
@@ -169,12 +156,15 @@ class BuildBench(_ToolBench):
                   "cache_dir": WORK / "raybake-cache" / f"{self.stamp}-r{run}"}
         if series["cache_dir"].exists():
             shutil.rmtree(series["cache_dir"])
+        log(f"run {run}, {TOOL_LABELS[tool]}: a throwaway engine for the cold build")
+        # An engine of the series' own: cold without pruning the shared engine's cache, which
+        # others' builds use; its images, BuildKit cache and uv cache mounts go with it.
+        with ThrowawayEngine(f"example-{tool}-r{run}", (self.base,)):
+            self.scenarios(tool, run, project, series)
+
+    def scenarios(self, tool: str, run: int, project: Path, series: dict[str, Any]) -> None:
         previous: str | None = None
         built: dict[str, str] = {}
-        log(f"run {run}, {TOOL_LABELS[tool]}: clearing caches for the cold build")
-        prefixes = {"raybake": ("raybake-bench-rb-", "raybake-bench-ray-app:"),
-                    "pip": ("raybake-bench/pip:",), "uv": ("raybake-bench/uv:",)}[tool]
-        cold_reset(prefixes, example_images=tool == "raybake")
         for scenario in SCENARIOS:
             logfile = LOGS / f"{self.stamp}-r{run}-{tool}-{scenario}.log"
             row = BuildRow(run, tool, scenario, ok=False, log=str(logfile.relative_to(REPO)))
@@ -206,11 +196,6 @@ class BuildBench(_ToolBench):
             row.image, row.image_id = ref, image_id(ref)
             row.changed_layers, row.changed_bytes = changed_layers(ref, previous or self.base)
             row.image_size, row.unpacked_size = image_size(ref), unpacked_size(ref)
-            if scenario == "cold" and tool == "raybake":
-                others = other_refs_of(ref, "raybake-bench")
-                if others:
-                    row.notes.append("an identical image was already in the store (tagged "
-                                     f"{', '.join(others[:3])}): its layer blobs did not have to be unpacked again")
             self.rows.append(row)
             built[scenario] = ref
             previous = ref
@@ -231,8 +216,6 @@ class BuildBench(_ToolBench):
         for run in range(1, self.opts.runs + 1):
             for tool in TOOLS:
                 self.series(tool, run)
-        if not self.opts.keep_images:
-            remove_images(images_matching(("raybake-bench-rb-", "raybake-bench/pip:", "raybake-bench/uv:")))
         return self.rows
 
 
@@ -275,16 +258,20 @@ class FreshRunnerBench(_ToolBench):
         try:
             log(f"run {run}, fresh runner, {TOOL_LABELS[tool]}: the previous lock's image and cache to the registry")
             previous = self.previous_image(tool, project, repository, run)
-            log("  clearing every local image of the series and all of BuildKit's cache")
-            cold_reset((repository,), example_images=tool.startswith("raybake"))
+            remove_images(images_matching((repository,)))
             add_dependency(project, SMALL_DEP, LOGS / f"{self.stamp}-r{run}-fresh-{tool}-lock.log")
             if not wait_for_idle_builder():
-                row.notes.append("other builds ran on the engine at the same time: shared steps may have "
-                                 "missed the registry cache")
+                row.notes.append("other builds ran on the machine at the same time")
         except Exception as exc:  # noqa: BLE001 - the scenario fails, the benchmark goes on
             row.error = str(exc)
             log(f"  FAILED: {row.error}")
             return
+        log("  the runner: a throwaway engine with only the base image")
+        with ThrowawayEngine(f"fresh-{tool}-r{run}", (self.base,)):
+            self.fresh_build(tool, run, project, repository, row, previous, logfile)
+
+    def fresh_build(self, tool: str, run: int, project: Path, repository: str, row: BuildRow, previous: str,
+                    logfile: Path) -> None:
         if tool.startswith("raybake"):
             code, seconds, ref = raybake_build(project, raybake_env(self.base, repository), logfile)
         else:
@@ -306,8 +293,6 @@ class FreshRunnerBench(_ToolBench):
                 self.pushed[tool] = (previous, ref)
             except Exception as exc:  # noqa: BLE001
                 log(f"  pushing the new image failed: {exc}")
-        if not self.opts.keep_images:
-            remove_images([ref])
 
     def run(self) -> list[BuildRow]:
         for run in range(1, self.opts.runs + 1):

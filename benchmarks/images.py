@@ -11,7 +11,6 @@ from pathlib import Path
 from common import capture
 
 from raybake.tools import docker
-from raybake.tools.run import run
 
 EMPTY_LAYER = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 MANIFEST_TYPES = ", ".join(("application/vnd.oci.image.manifest.v1+json",
@@ -60,28 +59,9 @@ def images_matching(prefixes: tuple[str, ...]) -> list[str]:
     return [ref for ref in out.splitlines() if ref.startswith(prefixes) and not ref.endswith(":<none>")]
 
 
-def images_labelled(label: str) -> list[str]:
-    return capture(["docker", "images", "--filter", f"label={label}", "--format",
-                    "{{.Repository}}:{{.Tag}}"]).split()
-
-
 def remove_images(refs: list[str]) -> None:
     for ref in refs:
         docker.remove_image(ref)
-
-
-def other_refs_of(image: str, own_prefix: str) -> list[str]:
-    """Tags outside the benchmark that point at the same image (content already in the store)."""
-    iid = image_id(image)
-    out = capture(["docker", "images", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"])
-    return [line.split(" ", 1)[1] for line in out.splitlines()
-            if line.split(" ", 1)[0] == iid and not line.split(" ", 1)[1].startswith(own_prefix)]
-
-
-def prune_build_cache() -> None:
-    """All of BuildKit's cache, uv's cache mounts included, and dangling images."""
-    run(["docker", "image", "prune", "-f"], check=False, timeout=600)
-    run(["docker", "buildx", "prune", "-af"], check=False, timeout=600)
 
 
 def tag_and_push(reference: str, target: str) -> str:
