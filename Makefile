@@ -31,9 +31,10 @@ example: env engine
 test: env engine
 	@$(UV) run --frozen pytest -n 2 --dist loadgroup
 
-# Benchmarks (not tests): builds against two plain Dockerfiles and Ray start-up
+# Benchmarks (not tests): builds against two plain Dockerfiles and Ray start-up, the heavy (torch) workload
 # (tables and chart under benchmarks/results/), then verification and hook times.
 bench: env engine
 	@$(UV) run --frozen --with matplotlib python benchmarks/run.py
+	@$(UV) run --frozen python benchmarks/heavy.py
 	@$(UV) run --frozen python benchmarks/verify.py
 	@$(UV) run --frozen python benchmarks/hooks.py
