@@ -306,8 +306,9 @@ class Heavy:
         code, seconds = run_logged(argv, logfile)
         return code, seconds, tag if code == 0 else None, logfile
 
-    def series(self, tool: str, scenarios: tuple[str, ...]) -> list[BuildRow]:
-        """One tool's builds on a throwaway engine: cold, then each change on top of the previous."""
+    def series(self, tool: str, scenarios: tuple[str, ...], part: str, rows: list[BuildRow]) -> None:
+        """One tool's builds on a throwaway engine: cold, then each change on top of the previous;
+        each row is added to ``rows`` and the part saved as it ends (a stop keeps what finished)."""
         assert self.registry is not None
         check_disk(f"the {TOOL_LABELS[tool]} builds")
         wait_for_quiet_machine(self.opts.no_wait)
@@ -317,14 +318,13 @@ class Heavy:
                 f.write('\n[tool.raybake]\ncompression = "zstd"\n')
         repository = f"{self.registry.address}/heavy/{tool}-{self.stamp}"
         shutil.rmtree(WORK / f"heavy-cache-{tool}", ignore_errors=True)
-        rows: list[BuildRow] = []
         dockerfile: Path | None = None
         previous = self.base
         built: dict[str, str] = {}
         with ThrowawayEngine(f"build-{tool}", (self.base,)):
             for scenario in scenarios:
+                self.record(part, rows, {"minor": self.minor})
                 row = BuildRow(tool, scenario, ok=False)
-                rows.append(row)
                 try:
                     if scenario == "small_dep":
                         add_dependency(project, SMALL_DEP, self.logfile(f"{tool}-lock-small"))
@@ -335,9 +335,11 @@ class Heavy:
                         pin_dependency(project, self.workload.heavy, self.minor, self.logfile(f"{tool}-lock-minor"))
                 except Exception as exc:  # noqa: BLE001 - the scenario fails, the series goes on
                     row.error = f"preparing the scenario failed: {exc}"
+                    rows.append(row)
                     log(f"  {tool} {scenario}: FAILED ({row.error})")
                     continue
                 check_disk(f"{tool} {scenario}", minimum=12)
+                rows.append(row)
                 code, seconds, ref, logfile = self.build_once(tool, project, repository, scenario, dockerfile)
                 row.seconds, row.log = seconds, str(logfile.relative_to(REPO))
                 row.phases = build_phases(logfile)
@@ -356,7 +358,7 @@ class Heavy:
                     f"phases {row.phases}")
                 if scenario in ("cold", "small_dep"):
                     self.push_for_later(tool, project, repository, scenario, ref, dockerfile)
-        return rows
+            self.record(part, rows, {"minor": self.minor})
 
     def push_for_later(self, tool: str, project: Path, repository: str, scenario: str, ref: str,
                        dockerfile: Path | None) -> None:
@@ -389,13 +391,15 @@ class Heavy:
     def part_build(self) -> None:
         rows: list[BuildRow] = []
         for tool in ("raybake", "uv"):
-            rows += self.series(tool, SCENARIOS)
-            self.record("build", rows, {"minor": self.minor})
+            self.series(tool, SCENARIOS, "build", rows)
 
     def part_zstd(self) -> None:
-        """raybake with zstd layers: cold and one small dependency (for the compression decision)."""
-        rows = self.series("raybake_zstd", ("cold", "small_dep"))
-        self.record("zstd", rows)
+        """raybake with gzip (when the build part did not run in this run) and with zstd
+        layers, one after the other: cold and one small dependency, pushed for the node pulls."""
+        rows: list[BuildRow] = []
+        if "raybake" not in self.pushed:
+            self.series("raybake", ("cold", "small_dep"), "zstd", rows)
+        self.series("raybake_zstd", ("cold", "small_dep"), "zstd", rows)
 
     # ------------------------------------------------------------------ fresh runner
 
@@ -435,7 +439,7 @@ class Heavy:
                 rows.append(row)
                 pair = self.pushed.get(variant)
                 if not pair or not pair[0] or not pair[1]:
-                    row.error = "no v1/v2 in the registry (its build part did not run or failed)"
+                    row.error = "not measured: its v1/v2 were not pushed in this run"
                     continue
                 try:
                     check_disk(f"the node pull ({variant}, {kind})")
@@ -700,6 +704,17 @@ def markdown(results: dict[str, Any]) -> str:
                 "download overlaps its build of sdists; raybake's layers run one after another), layer "
                 "compression BuildKit's `exporting layers`, unpacking its `unpacking to` (raybake also verifies "
                 "the image: part of the rest).", ""]
+    compression = _rows(results, "zstd")
+    if compression:
+        out += ["| compression, back to back (`zstd` part) | cold build | of it: layer compression | unpack into the store "
+                "| image, compressed | small dependency added |", "|---|---:|---:|---:|---:|---:|"]
+        for tool in ("raybake", "raybake_zstd"):
+            cold, small = (_find(compression, tool=tool, scenario=sc) for sc in ("cold", "small_dep"))
+            if cold and cold["ok"]:
+                out.append(f"| {TOOL_LABELS[tool]} | {_s(cold['seconds'])} | {_s(cold['phases']['compression'])} "
+                           f"| {_s(cold['phases']['unpack'])} | {_gb(cold['image_size'])} "
+                           f"| {_s(small['seconds']) if small and small['ok'] else '–'} |")
+        out.append("")
     fresh = _rows(results, "fresh")
     if fresh:
         out += ["| fresh CI runner, small dependency added, registry cache only | wall time | against warm |",
@@ -717,7 +732,7 @@ def markdown(results: dict[str, Any]) -> str:
         for row in pulls:
             label = f"{TOOL_LABELS[row['variant']]}, {'cold node' if row['kind'] == 'cold' else 'update (small dependency)'}"
             if not row["ok"]:
-                out.append(f"| {label} | failed: {str(row['error'])[:80]} | | | | |")
+                out.append(f"| {label} | {str(row['error'])[:80]} | | | | |")
                 continue
             share = _ratio(row["bytes"], row["image_bytes"])
             out.append(f"| {label} | {_gb(row['bytes'])} | {_s(row['fetch_s'])} | {_s(row['unpack_s'])} "
