@@ -10,6 +10,7 @@ import hashlib
 import platform
 import re
 import sys
+import threading
 from functools import cache
 from importlib.metadata import version
 from pathlib import Path
@@ -27,11 +28,17 @@ def host_uv_version() -> str:
     return version("uv")
 
 
+_UV_BIN_LOCK = threading.Lock()
+
+
 @cache
 def uv_bin() -> Path:
     import uv  # the PyPI wheel ships the binary
 
-    return Path(uv.find_uv_bin())
+    # One thread at a time: sysconfig's first use is not thread-safe (`build --all`
+    # threads saw get_config_var("EXE") return None).
+    with _UV_BIN_LOCK:
+        return Path(uv.find_uv_bin())
 
 
 def lock_check(project: Project) -> None:
