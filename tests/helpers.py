@@ -159,6 +159,11 @@ def registry_tags(registry: str, repository: str) -> list[str]:
     return (json.loads(body).get("tags") or []) if status == 200 else []
 
 
+def registry_blob(registry: str, repository: str, digest: str) -> tuple[int, bytes]:
+    status, _, body = _registry_request(registry, f"{repository}/blobs/{digest}")
+    return status, body
+
+
 def registry_catalog(registry: str) -> list[str]:
     """The repositories the registry lists (some may hold no tag any more)."""
     import json

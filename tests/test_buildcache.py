@@ -1,5 +1,6 @@
 """Where a build's BuildKit cache comes from and goes to (raybake.buildcache)."""
 
+import gzip
 import json
 import os
 import re
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import docker, raybake, registry_repositories, registry_tags
+from helpers import docker, raybake, registry_blob, registry_repositories, registry_tags
 
 from raybake.buildcache import cache_options, default_cache_ref, normalize
 from raybake.errors import SpecError
@@ -56,6 +57,12 @@ def test_spec_and_cli_values_replace_the_default():
 def test_zstd_images_export_a_zstd_cache():
     options = cache_options(spec(compression="zstd"), push=True)
     assert options.cache_to[0].endswith("mode=max,compression=zstd,force-compression=true,oci-mediatypes=true")
+
+
+def test_a_compression_level_reaches_the_exported_cache():
+    options = cache_options(spec(compression_level=1), push=True)
+    assert options.cache_to[0].endswith("mode=max,compression-level=1")
+    assert "compression-level" not in normalize("type=registry,ref=r/c:t", export=True, compression="gzip")
 
 
 def test_only_an_inline_cache_goes_with_the_build_the_rest_after_verification():
@@ -288,3 +295,27 @@ def test_zstd_image_builds_verifies_and_reaches_the_registry_as_zstd(engine, cop
     raybake("verify", reference, "-C", str(root), env=env, timeout=600)
     types = {layer["mediaType"] for layer in manifest(reference)["layers"]}
     assert types == {"application/vnd.oci.image.layer.v1.tar+zstd"}, types
+
+
+@pytest.mark.engine
+@pytest.mark.registry
+def test_compression_level_reaches_the_layers_raybake_builds(engine, copy_fixture, unique_repo):
+    # Level 0 stores: a layer's gzip blob is as large as its tar (at the default
+    # level six's layer is a third of it). A layer already compressed in the
+    # builder keeps its blob, so a unique ENV above the dependency layers makes
+    # BuildKit build them anew.
+    root = copy_fixture("small")
+    with (root / "pyproject.toml").open("a") as f:
+        f.write(f'\n[tool.raybake]\ncompression_level = 0\nenv = {{ FRESH = "{unique_repo}" }}\n')
+    repository = f"{engine.registry}/{unique_repo}"
+    env = engine.env(RAYBAKE_REPOSITORY=repository)
+    raybake("build", "--push", "-C", str(root), env=env, timeout=900)
+    reference = raybake("tag", "-C", str(root), env=env).stdout.strip()
+    ratios = []
+    for layer in manifest(reference)["layers"]:
+        status, blob = registry_blob(engine.registry, unique_repo, layer["digest"])
+        assert status == 200 and "gzip" in layer["mediaType"], layer
+        tar = gzip.decompress(blob)
+        if len(tar) > 50_000:
+            ratios.append(len(blob) / len(tar))
+    assert max(ratios) >= 1, f"every layer was compressed (ratios {ratios}): the level was not applied"

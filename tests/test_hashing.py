@@ -98,6 +98,7 @@ SPEC_CHANGES = {
     "python_apt": "python_apt: [python3.12]\n",
     "all_packages": "all_packages: true\n",
     "compression": "compression: zstd\n",
+    "compression_level": "compression_level: 1\n",
     "uv_version": 'uv_version: "0.13.8"\n',
 }
 SPEC_NEUTRAL = {

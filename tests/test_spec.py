@@ -78,6 +78,9 @@ def test_an_environment_override_for_one_spec_comes_before_the_one_for_every_spe
         ("repository: Not Valid\n", r"is not a valid image repository"),
         ("env:\n  1BAD: x\n", r"not a valid environment variable name"),
         ("python: \"3.11\"\nstage_max_mb: 5\n", r"images/bad.yaml:2: 'stage_max_mb' is project-wide"),
+        ("compression_level: 10\n", r"compression_level 10 is out of gzip's range 0-9"),
+        ("compression: zstd\ncompression_level: 23\n", r"compression_level 23 is out of zstd's range 0-22"),
+        ("compression_level: fast\n", r"images/bad.yaml:1: field 'compression_level' must be"),
     ],
 )
 def test_spec_errors_name_file_line_and_fix(copy_fixture, yaml_text, expected):

@@ -456,4 +456,5 @@ def _build_request(project: Project, plan: BuildPlan, *, no_cache: bool,
             cache_from=cache.cache_from,
             cache_to=cache.with_image,
             compression=plan.spec.compression,
+            compression_level=plan.spec.compression_level,
         )

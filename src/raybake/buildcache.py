@@ -52,7 +52,7 @@ def default_cache_ref(spec: ImageSpec) -> str | None:
     return str(replace(repository, tag=f"{CACHE_TAG_PREFIX}{spec.name}"))
 
 
-def normalize(value: str, *, export: bool, compression: str = "gzip") -> str:
+def normalize(value: str, *, export: bool, compression: str = "gzip", level: int | None = None) -> str:
     """A buildx cache value: ``type=...,k=v`` as written, ``inline``, or a bare
     reference meaning ``type=registry,ref=REF``. Exports to a registry get
     ``mode=max`` unless they say otherwise: with ``mode=min`` only the final
@@ -73,6 +73,8 @@ def normalize(value: str, *, export: bool, compression: str = "gzip") -> str:
         if compression == "zstd" and "compression" not in options:
             # Forced: BuildKit would otherwise reuse the gzip blobs it already has.
             extra += ["compression=zstd", "force-compression=true", "oci-mediatypes=true"]
+        if level is not None and "compression-level" not in options:
+            extra += [f"compression-level={level}"]
         value = ",".join([value, *extra])
     return value
 
@@ -92,4 +94,5 @@ def cache_options(spec: ImageSpec, *, push: bool, cache_from: tuple[str, ...] = 
     if targets is None:
         targets = (ref,) if ref and push else ()
     return CacheOptions(tuple(normalize(v, export=False) for v in sources),
-                        tuple(normalize(v, export=True, compression=spec.compression) for v in targets))
+                        tuple(normalize(v, export=True, compression=spec.compression, level=spec.compression_level)
+                              for v in targets))

@@ -77,6 +77,7 @@ def hash_document(project: Project, spec: ImageSpec, *, template_digest: str, ba
         "heavy_packages": sorted(spec.heavy_packages),
         # zstd layers are another image; gzip, the default, adds nothing so earlier tags stay.
         **({"compression": spec.compression} if spec.compression != "gzip" else {}),
+        **({"compression_level": spec.compression_level} if spec.compression_level is not None else {}),
     }
 
 

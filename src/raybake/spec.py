@@ -44,6 +44,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 # for `build --keep-failed`), a repository of 255.
 MAX_SPEC_NAME = 100
 AUDIT_SEVERITIES = ("low", "medium", "high", "critical")  # CVSS's ratings, lowest first
+COMPRESSION_LEVELS = {"gzip": 9, "zstd": 22}  # the highest compression-level BuildKit takes for each
 MAX_REPOSITORY = 255
 
 
@@ -94,6 +95,8 @@ FIELDS: dict[str, FieldDoc] = {
                                                "(default: any finding)"),
     "compression": FieldDoc("hashed", str, "layer compression: gzip (default) or zstd (nodes unpack it several times faster; "
                                            "every node's runtime must pull zstd: containerd 1.5+, Docker 23+)"),
+    "compression_level": FieldDoc("hashed", int, "level of the layer compression (gzip 0-9, default 6; zstd 0-22, "
+                                                 "default 3); lower is faster to build, larger to pull"),
     "cache_from": FieldDoc("neutral", list, "BuildKit caches to build from (buildx --cache-from: a registry reference, "
                                             "type=registry,ref=..., type=inline, ...); default: REPOSITORY:buildcache-SPEC "
                                             "when the repository names a registry; [] for none"),
@@ -164,6 +167,7 @@ class ImageSpec:
     heavy_packages: tuple[str, ...] = ()
     package: str | None = None  # uv --package
     compression: str = "gzip"  # of the layers: gzip or zstd
+    compression_level: int | None = None  # None: BuildKit's default for the compression
     cache_from: tuple[str, ...] | None = None  # None: raybake.buildcache's default
     cache_to: tuple[str, ...] | None = None
     python_apt: tuple[str, ...] = ()  # apt packages that bring Python into a base without one
@@ -525,6 +529,11 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
     if compression not in ("gzip", "zstd"):
         raise SpecError(f"{source}: compression must be gzip or zstd (got {excerpt(compression)})",
                         fix="set compression: zstd for faster pulls on nodes that support it, else leave it out")
+    compression_level = fields.get("compression_level")
+    top_level = COMPRESSION_LEVELS[compression]
+    if compression_level is not None and not 0 <= compression_level <= top_level:
+        raise SpecError(f"{source}: compression_level {compression_level} is out of {compression}'s range 0-{top_level}",
+                        fix=f"set compression_level between 0 and {top_level} (lower is faster), or remove it")
     uv_version = fields.get("uv_version") or DEFAULT_UV_VERSION
     if not _UV_VERSION.match(uv_version):
         raise SpecError(f"{source}: uv_version must be a uv release like {DEFAULT_UV_VERSION} "
@@ -577,6 +586,7 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
         package=_package(project, fields.get("package"), source),
         all_packages=fields.get("all_packages", False),
         compression=compression,
+        compression_level=compression_level,
         cache_from=tuple(fields["cache_from"]) if "cache_from" in fields else None,
         cache_to=tuple(fields["cache_to"]) if "cache_to" in fields else None,
         uv_version=uv_version,

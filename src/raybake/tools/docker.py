@@ -239,14 +239,22 @@ class BuildRequest:
     cache_from: tuple[str, ...] = ()  # buildx --cache-from values (raybake.buildcache)
     cache_to: tuple[str, ...] = ()  # buildx --cache-to values
     compression: str = "gzip"  # of the layers
+    compression_level: int | None = None  # None: BuildKit's default
 
 
 def build_argv(req: BuildRequest, *, cache_only: bool = False) -> list[str]:
-    # --load writes Docker's gzip image. Another compression goes through the image
-    # exporter into the same store, with OCI media types: containerd cannot unpack
-    # Docker's zstd media type (seen with containerd 1.6).
-    output = ["--load"] if req.compression == "gzip" else [
-        "--output", f"type=image,compression={req.compression},force-compression=true,oci-mediatypes=true"]
+    # --load writes Docker's gzip image at gzip's default level. Anything else goes
+    # through the image exporter into the same store; zstd with OCI media types:
+    # containerd cannot unpack Docker's zstd media type (seen with containerd 1.6).
+    # zstd is forced so the base's gzip layers become zstd too; a gzip level is
+    # not forced: the base's layers keep the blobs the registry serves.
+    output = ["--load"]
+    level = [] if req.compression_level is None else [f"compression-level={req.compression_level}"]
+    if req.compression == "zstd":
+        output = ["--output", ",".join(["type=image,compression=zstd", *level,
+                                        "force-compression=true,oci-mediatypes=true"])]
+    elif level:
+        output = ["--output", ",".join(["type=image,compression=gzip", *level])]
     if cache_only:
         output = ["--output", "type=cacheonly"]
     argv = ["docker", "buildx", "build", "--file", str(req.dockerfile), "--platform", req.platform,
