@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import statistics
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -43,6 +44,16 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_RUN_RECURSION_DEPTH")}
     env.update(extra)
     return env
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """Ends a daemon a benchmark started: asked to, then killed past ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_logged(cmd: list[str], logfile: Path, *, env: dict[str, str] | None = None,

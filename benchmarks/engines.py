@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import log
+from common import log, stop
 
 HOME_PREFIX = "/var/tmp/raybake-heavy-"
 MIN_FREE_GB = 25
@@ -99,12 +99,7 @@ class ThrowawayEngine:
             ids = subprocess.run(["docker", "ps", "-aq"], env=own, capture_output=True, text=True).stdout.split()
             if ids:
                 subprocess.run(["docker", "rm", "-f", *ids], env=own, capture_output=True)
-            self.daemon.terminate()  # it stops its containerd with it
-            try:
-                self.daemon.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                self.daemon.kill()
-                self.daemon.wait()
+            stop(self.daemon, timeout=120)  # it stops its containerd with it
         # Mounts of the overlay snapshotter are gone with containerd; a leftover one would make rmtree fail.
         subprocess.run(["sh", "-c", f"grep -o ' {self.home}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l"],
                        capture_output=True)
@@ -148,12 +143,7 @@ class ThrowawayRegistry:
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop(self.proc)
         shutil.rmtree(self.home, ignore_errors=True)
 
     def size_gb(self) -> float:

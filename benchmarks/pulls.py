@@ -32,6 +32,7 @@ from common import (
     raybake_build,
     raybake_env,
     run_logged,
+    stop,
     wait_for_quiet_machine,
 )
 
@@ -95,12 +96,7 @@ class Node:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
         self.logfile.close()
         # The snapshotter's mounts are gone with containerd; the tree is plain files now.
         shutil.rmtree(self.root, ignore_errors=True)
