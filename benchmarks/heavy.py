@@ -58,7 +58,15 @@ from engines import DiskShort, ThrowawayEngine, ThrowawayRegistry, check_disk, f
 from pulls import Node, decompress_seconds
 from raystart import REGISTER_TIMEOUT_MESSAGE, REGISTER_TIMEOUT_S, node_logs
 
-from images import changed_layers, image_size, layer_blobs, layer_media_types, layer_types, unpacked_size
+from images import (
+    changed_layers,
+    image_size,
+    layer_blobs,
+    layer_media_types,
+    layer_types,
+    remove_images,
+    unpacked_size,
+)
 from raybake.localcluster import local_cluster
 from raybake.tools import docker
 
@@ -69,6 +77,7 @@ RUNTIME_APT = "libsndfile1"  # a runtime library (soundfile's), small: the layou
 WORKER_NODES = 2
 ACTORS_PER_NODE = 2
 MODE_TIMEOUT = 600  # a mode still installing after this is reported as such
+UV_PRUNE_BELOW_GB = 30  # (b)'s series frees its earlier builds below this (see free_single_layer_builds)
 MIN_FREE_DURING_RAY_GB = 8  # per-node installs of torch fill the disk: stop the mode below this
 TOOL_LABELS = {"raybake": "raybake", "raybake_zstd": "raybake, `compression: zstd`",
                "raybake_gzip1": "raybake, `compression_level: 1` (gzip)", "uv": "(b) uv single layer"}
@@ -270,8 +279,10 @@ class RayRow:
 # --------------------------------------------------------------------------- the benchmark
 
 class Heavy:
-    def __init__(self, opts: argparse.Namespace, base: str, results: dict[str, Any], save):
+    def __init__(self, opts: argparse.Namespace, parts: tuple[str, ...], base: str, results: dict[str, Any],
+                 save):
         self.opts = opts
+        self.parts = parts
         self.base = base
         self.results = results
         self.save = save
@@ -341,6 +352,8 @@ class Heavy:
                     rows.append(row)
                     log(f"  {tool} {scenario}: FAILED ({row.error})")
                     continue
+                if tool == "uv" and free_gb() < UV_PRUNE_BELOW_GB:
+                    row.notes.append(self.free_single_layer_builds(previous, built))
                 check_disk(f"{tool} {scenario}", minimum=12)
                 rows.append(row)
                 code, seconds, ref, logfile = self.build_once(tool, project, repository, scenario, dockerfile)
@@ -359,9 +372,20 @@ class Heavy:
                 log(f"  {TOOL_LABELS[tool]} {scenario}: {seconds:.1f} s, {row.changed_layers} new layers "
                     f"({(row.changed_bytes or 0) / 1e9:.2f} GB), image {row.image_size / 1e9:.2f} GB; "
                     f"phases {row.phases}")
-                if scenario in ("cold", "small_dep") and tool in PULLED:
+                # v1 (cold) for the fresh runner and the pulls, v2 (small dependency) for the pulls only
+                if tool in PULLED and (scenario == "cold" or (scenario == "small_dep" and "pull" in self.parts)):
                     self.push_for_later(tool, project, repository, scenario, ref, dockerfile)
             self.record(part, rows, {"minor": self.minor})
+
+    def free_single_layer_builds(self, previous: str, built: dict[str, str]) -> str:
+        """(b)'s earlier images and BuildKit records, all but the last image (the next row's
+        comparison) and the uv cache mount: each (b) build holds another whole environment,
+        and a change rebuilds it whole anyway. Costs (b) its base stage's cache (seconds)."""
+        remove_images([ref for ref in built.values() if ref != previous])
+        capture(["docker", "builder", "prune", "--force", "--filter", "type=regular"])
+        note = f"disk: (b)'s earlier images and build records were removed before this build ({free_gb():.0f} GB free after)"
+        log(f"  {note}")
+        return note
 
     def push_for_later(self, tool: str, project: Path, repository: str, scenario: str, ref: str,
                        dockerfile: Path | None) -> None:
@@ -706,6 +730,8 @@ def markdown(results: dict[str, Any]) -> str:
             sizes.append(f"{_gb(row['image_size'])} ({_gb(row['unpacked_size'])} unpacked, {row['layers']} layers)"
                          if row and row["ok"] else "–")
         out += [f"| image size, compressed | {' | '.join(sizes)} | |", ""]
+        out += [f"- {TOOL_LABELS[r['tool']]}, {r['scenario']}: {note}" for r in builds for note in r.get("notes", [])]
+        out += [""] if out[-1] != "" else []
         out += ["| cold build phases (BuildKit plain log) | download | install | bytecode | layer compression "
                 "| unpack into the store | rest | total |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for tool in ("raybake", "raybake_zstd", "uv"):
@@ -829,7 +855,7 @@ def main() -> int:
         md_path.write_text(markdown(results))
 
     started = time.perf_counter()
-    bench = Heavy(opts, base, results, save)
+    bench = Heavy(opts, parts, base, results, save)
     try:
         with ThrowawayRegistry() as registry:
             bench.registry = registry
