@@ -145,6 +145,9 @@ def engine_of_its_own(base_image: str) -> Iterator[dict[str, str]]:
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait()
+        # A killed daemon leaves its data root mounted (seen once): rmtree cannot remove a mount point.
+        subprocess.run(["sh", "-c", f"grep -o ' {home}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l"],
+                       capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
 
 
