@@ -135,20 +135,18 @@ def test_build_backend_settings_name_the_roots(copy_fixture):
 # ---- real images -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def built(engine, tmp_path_factory):
-    """One build per fixture; the image, its project copy and the env. The images are removed afterwards."""
+def built(engine, tmp_path_factory, repositories):
+    """One build per fixture; the image, its project copy and the env. The images
+    go with the session's repositories (forced: a `docker run --rm` container may
+    still hold its image for a moment after the run)."""
     out = {}
-    try:
-        for name in ("ws-virtual", "pathsrc", "backends/uv-build"):
-            root = tmp_path_factory.mktemp("local") / name
-            shutil.copytree(FIXTURES / name, root)
-            env = engine.env(RAYBAKE_REPOSITORY=f"raybake-test-l{uuid.uuid4().hex[:10]}")
-            ref = raybake("build", "-C", str(root), env=env).stdout.split()[0]  # verification runs inside build
-            out[name] = (root, ref, env)
-        yield out
-    finally:
-        for _, ref, _ in out.values():
-            docker("image", "rm", ref, check=False)
+    for name in ("ws-virtual", "pathsrc", "backends/uv-build"):
+        root = tmp_path_factory.mktemp("local") / name
+        shutil.copytree(FIXTURES / name, root)
+        env = engine.env(RAYBAKE_REPOSITORY=repositories("l"))
+        ref = raybake("build", "-C", str(root), env=env).stdout.split()[0]  # verification runs inside build
+        out[name] = (root, ref, env)
+    return out
 
 
 def installed(ref: str) -> set[str]:
