@@ -526,7 +526,7 @@ def _resolve(name: str, source: str, shared: dict[str, Any], own: dict[str, Any]
                         fix="set audit_severity to the lowest severity that must stop `raybake build --audit`, "
                             "or remove it (then any finding does)")
     compression = fields.get("compression") or "gzip"
-    if compression not in ("gzip", "zstd"):
+    if compression not in COMPRESSION_LEVELS:
         raise SpecError(f"{source}: compression must be gzip or zstd (got {excerpt(compression)})",
                         fix="set compression: zstd for faster pulls on nodes that support it, else leave it out")
     compression_level = fields.get("compression_level")
